@@ -1,0 +1,248 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+
+fn fast(extra: impl FnOnce(&mut RetryConfig)) -> RetryConfig {
+    let mut c = RetryConfig {
+        base_delay_ms: 10,
+        max_delay_ms: 40,
+        ..Default::default()
+    };
+    extra(&mut c);
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_retryable_errors_with_backoff() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.jitter_pct = 0.0)));
+    let start = Instant::now();
+    let calls = AtomicU64::new(0);
+    let r = h
+        .execute(&NoEvents, |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 3 {
+                    Err(Error::http(503, "busy"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+    assert_eq!(r, Ok(3));
+    // 10 + 20 + 40 ms of backoff, nothing else.
+    assert_eq!(start.elapsed(), Duration::from_millis(70));
+    let s = h.stats();
+    assert_eq!((s.retries, s.processed, s.in_flight), (3, 1, 0));
+    assert_eq!(s.errors, vec![("http 503".to_string(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn does_not_retry_fatal_errors() {
+    let h = Arc::new(Handler::new("t", fast(|_| {})));
+    let calls = AtomicU64::new(0);
+    let r: Result<(), _> = h
+        .execute(&NoEvents, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::http(422, "bad")) }
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_eq!((e.status, e.retryable), (Some(422), false));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(h.stats().failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_bounds_attempts_and_retry_logic_off_is_one_attempt() {
+    for (cfg, want) in [
+        (fast(|c| c.max_retries = Some(2)), 3),
+        (fast(|c| c.enable_retry_logic = false), 1),
+        (fast(|c| c.max_retries = Some(0)), 1),
+    ] {
+        let h = Arc::new(Handler::new("t", cfg));
+        let calls = AtomicU64::new(0);
+        let r: Result<(), _> = h
+            .execute(&NoEvents, |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Error::new(ErrorKind::Transport, "reset")) }
+            })
+            .await;
+        assert!(r.unwrap_err().retryable);
+        assert_eq!(calls.load(Ordering::SeqCst), want);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn semaphore_is_fifo_and_permits_return_on_drop() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.max_connections = Some(2))));
+    let a = h.acquire().await;
+    let b = h.acquire().await;
+    assert_eq!(h.stats().available_permits, Some(0));
+    let h2 = h.clone();
+    let waiter = tokio::spawn(async move { h2.acquire().await });
+    tokio::task::yield_now().await;
+    assert_eq!(h.stats().waiting, 1);
+    drop(a);
+    let c = waiter.await.unwrap();
+    assert_eq!(h.stats().waiting, 0);
+    assert_eq!(h.stats().in_flight, 2);
+    drop((b, c));
+    let s = h.stats();
+    assert_eq!((s.in_flight, s.available_permits), (0, Some(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_waiter_leaves_no_trace() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.max_connections = Some(1))));
+    let held = h.acquire().await;
+    let h2 = h.clone();
+    let waiter = tokio::spawn(async move {
+        let _p = h2.acquire().await;
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(h.stats().waiting, 1);
+    waiter.abort();
+    let _ = waiter.await;
+    assert_eq!(h.stats().waiting, 0);
+    drop(held);
+    assert_eq!(h.stats().available_permits, Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn watchdog_fails_all_in_flight_together_and_handler_recovers() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.progress_timeout_ms = 2000)));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.execute(&NoEvents, |_| std::future::pending::<Result<(), Error>>())
+                .await
+        }));
+    }
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Stuck);
+        assert!(!e.retryable);
+        assert_eq!(
+            e.message,
+            "No progress made in 2.0s. Requests appear to be stuck."
+        );
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(2000));
+    assert_eq!(h.stats().stuck_events, 1);
+    assert_eq!(h.stats().in_flight, 0);
+    // The handler keeps serving.
+    let r = h.execute(&NoEvents, |_| async { Ok(1) }).await;
+    assert_eq!(r, Ok(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_anywhere_pushes_the_deadline() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.progress_timeout_ms = 1000)));
+    let slow = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.execute(&NoEvents, |_| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<_, Error>(())
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    h.execute(&NoEvents, |_| async { Ok::<_, Error>(()) })
+        .await
+        .unwrap();
+    // The success at 800 ms moved the deadline to 1800 ms: the slow one
+    // finishes at 1500 ms.
+    assert!(slow.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stuck_detection_off_means_no_watchdog() {
+    let h = Arc::new(Handler::new(
+        "t",
+        fast(|c| {
+            c.progress_timeout_ms = 10;
+            c.enable_stuck_detection = false;
+        }),
+    ));
+    let r = h
+        .execute(&NoEvents, |_| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, Error>(7)
+        })
+        .await;
+    assert_eq!(r, Ok(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_time_does_not_count() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.progress_timeout_ms = 100)));
+    h.execute(&NoEvents, |_| async { Ok::<_, Error>(()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let r = h
+        .execute(&NoEvents, |_| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(r.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_stuck_callback_runs_once() {
+    let h = Arc::new(Handler::new("t", fast(|c| c.progress_timeout_ms = 50)));
+    let p = h.acquire().await;
+    let hits = Arc::new(AtomicU64::new(0));
+    let hits2 = hits.clone();
+    p.on_stuck(Box::new(move || {
+        hits2.fetch_add(1, Ordering::SeqCst);
+    }));
+    p.stuck().await;
+    assert!(p.is_stuck());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let hits3 = hits.clone();
+    p.on_stuck(Box::new(move || {
+        hits3.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn cache_shares_equal_configs_and_frees_unused() {
+    let a = Handler::get("cache-test", RetryConfig::default());
+    let b = Handler::get("cache-test", RetryConfig::default());
+    let c = Handler::get(
+        "cache-test",
+        RetryConfig {
+            max_connections: Some(5),
+            ..Default::default()
+        },
+    );
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &c));
+    let weak = Arc::downgrade(&a);
+    drop((a, b, c));
+    assert!(weak.upgrade().is_none());
+}
+
+#[test]
+fn huge_max_connections_is_clamped() {
+    let h = Handler::new(
+        "t",
+        RetryConfig {
+            max_connections: Some(u64::MAX),
+            ..Default::default()
+        },
+    );
+    assert!(h.stats().available_permits.unwrap() > 1_000_000);
+}

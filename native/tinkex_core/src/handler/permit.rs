@@ -66,6 +66,16 @@ impl Permit {
     }
 }
 
+impl Permit {
+    /// Cancels the [`Permit::on_stuck`] callback. Returns `true` when it
+    /// already ran (or is running): its effect, such as a message, is
+    /// certain to happen, so the caller can wait for it instead of leaving
+    /// it behind.
+    pub fn disarm_stuck(&self) -> bool {
+        self.signal.disarm()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.handler.leave(self.id);

@@ -48,6 +48,14 @@ impl StuckSignal {
         }
     }
 
+    /// Removes a pending callback. Returns `true` when the signal fired
+    /// and the callback was (or is being) run, so its message will arrive.
+    pub(crate) fn disarm(&self) -> bool {
+        let mut slot = self.callback.lock().unwrap_or_else(|p| p.into_inner());
+        let had_callback = slot.take().is_some();
+        self.is_fired() && !had_callback
+    }
+
     pub(crate) async fn wait(&self) {
         loop {
             let n = self.notify.notified();

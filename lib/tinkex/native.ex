@@ -1,0 +1,58 @@
+defmodule Tinkex.Native do
+  @moduledoc false
+  # NIF stubs only. The library is built by the `:tinkex_native` compiler in
+  # mix.exs; every function here is replaced when it loads.
+
+  @on_load :load_nif
+  @compile {:autoload, false}
+
+  @doc false
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:tinkex_native), ~c"native/tinkex_nif")
+
+    case :erlang.load_nif(path, worker_threads()) do
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        IO.warn("""
+        tinkex_native: the native library could not be loaded from #{path}.so:
+          #{inspect(reason)}
+        Build it with `mix compile` (needs Rust and cargo on PATH), or set
+        TINKEX_NIF_PROFILE=debug|release to match the profile you built.
+        """)
+
+        :ok
+    end
+  end
+
+  defp worker_threads do
+    case Application.get_env(:tinkex_native, :tokio_worker_threads) do
+      n when is_integer(n) and n > 0 -> n
+      _ -> :erlang.system_info(:schedulers_online)
+    end
+  end
+
+  defp err, do: :erlang.nif_error(:nif_not_loaded)
+
+  # Backoff
+  def backoff_delay(_base, _max, _jitter, _attempt, _u), do: err()
+  def backoff_schedule(_base, _max, _jitter, _count, _seed), do: err()
+  def backoff_random(_base, _max, _jitter, _attempt), do: err()
+
+  # Rate limiter
+  def rate_limiter_for_key(_base_url, _api_key), do: err()
+  def rate_limiter_set_backoff(_limiter, _ms), do: err()
+  def rate_limiter_clear(_limiter), do: err()
+  def rate_limiter_remaining_ms(_limiter), do: err()
+  def rate_limiter_wait(_limiter, _ref), do: err()
+  def rate_limiter_count, do: err()
+
+  # Retry handler
+  def handler_get(_name, _config), do: err()
+  def handler_stats(_handler), do: err()
+  def handler_acquire(_handler, _ref), do: err()
+  def lease_release(_lease, _success), do: err()
+  def handler_record_failure(_handler, _label, _retried), do: err()
+  def handler_live_count, do: err()
+end

@@ -1,0 +1,72 @@
+//! Core errors as terms: `{:tinkex_error, type, category, status, message,
+//! request_id, retryable}`, turned into `%Tinkex.Error{}` by Elixir.
+
+use rustler::{Encoder, Env, Term};
+use tinkex_core::error::{Category, Error, ErrorKind};
+
+use crate::atoms;
+
+fn kind_atom(k: ErrorKind) -> rustler::Atom {
+    match k {
+        ErrorKind::Transport => atoms::transport(),
+        ErrorKind::Timeout => atoms::timeout(),
+        ErrorKind::Http => atoms::http(),
+        ErrorKind::Expired => atoms::expired(),
+        ErrorKind::RequestFailed => atoms::request_failed(),
+        ErrorKind::Decode => atoms::decode(),
+        ErrorKind::Stuck => atoms::stuck(),
+        ErrorKind::Validation => atoms::validation(),
+        ErrorKind::Cancelled => atoms::cancelled(),
+        ErrorKind::Internal => atoms::internal(),
+    }
+}
+
+/// The kind named by an atom (the inverse of the encoding), for configs.
+pub fn kind_of(name: &str) -> Option<ErrorKind> {
+    Some(match name {
+        "transport" => ErrorKind::Transport,
+        "timeout" => ErrorKind::Timeout,
+        "http" => ErrorKind::Http,
+        "expired" => ErrorKind::Expired,
+        "request_failed" => ErrorKind::RequestFailed,
+        "decode" => ErrorKind::Decode,
+        "stuck" => ErrorKind::Stuck,
+        "validation" => ErrorKind::Validation,
+        "cancelled" => ErrorKind::Cancelled,
+        "internal" => ErrorKind::Internal,
+        _ => return None,
+    })
+}
+
+fn category_atom(c: Category) -> rustler::Atom {
+    match c {
+        Category::User => atoms::user(),
+        Category::Server => atoms::server(),
+        Category::Unknown => atoms::unknown(),
+    }
+}
+
+/// Encodes a core error as the tagged tuple Elixir expects.
+pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
+    let nil = atoms::nil().encode(env);
+    let category = e.category.map_or(nil, |c| category_atom(c).encode(env));
+    let status = e.status.map_or(nil, |s| s.encode(env));
+    let request_id = e.request_id.as_deref().map_or(nil, |r| r.encode(env));
+    rustler::types::tuple::make_tuple(
+        env,
+        &[
+            atoms::tinkex_error().encode(env),
+            kind_atom(e.kind).encode(env),
+            category,
+            status,
+            e.message.encode(env),
+            request_id,
+            e.retryable.encode(env),
+        ],
+    )
+}
+
+/// `{:error, error_tuple}`.
+pub fn error_result<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
+    (atoms::error(), encode(env, e)).encode(env)
+}

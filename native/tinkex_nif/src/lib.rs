@@ -1,0 +1,22 @@
+//! The Rustler NIF of tinkex_native: decodes terms, calls `tinkex_core`,
+//! encodes results. No logic lives here; see `tinkex_core`.
+//!
+//! Long work never runs on a scheduler: every NIF returns within
+//! microseconds, and anything that waits (permits, backoff, HTTP) runs on
+//! the one tokio runtime and answers with a message.
+
+mod atoms;
+mod backoff;
+mod config;
+mod error;
+mod handler;
+mod jobs;
+mod rate_limiter;
+mod runtime;
+
+fn load(_env: rustler::Env, load_info: rustler::Term) -> bool {
+    runtime::configure(load_info.decode::<usize>().ok());
+    true
+}
+
+rustler::init!("Elixir.Tinkex.Native", load = load);

@@ -1,0 +1,65 @@
+//! `Tinkex.RateLimiter`: the shared 429 backoff as a resource.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustler::{Atom, Env, ResourceArc, Term};
+use tinkex_core::rate_limiter::RateLimiter;
+
+use crate::atoms;
+use crate::jobs::ReplyTo;
+use crate::runtime;
+
+/// A handle on the limiter of one `{base_url, api_key}`.
+pub struct Limiter(pub Arc<RateLimiter>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for Limiter {}
+
+#[rustler::nif]
+fn rate_limiter_for_key(base_url: String, api_key: String) -> ResourceArc<Limiter> {
+    ResourceArc::new(Limiter(RateLimiter::for_key(&base_url, &api_key)))
+}
+
+#[rustler::nif]
+fn rate_limiter_set_backoff(l: ResourceArc<Limiter>, ms: u64) -> u64 {
+    l.0.set_backoff(Duration::from_millis(ms));
+    ceil_ms(l.0.remaining())
+}
+
+#[rustler::nif]
+fn rate_limiter_clear(l: ResourceArc<Limiter>) -> Atom {
+    l.0.clear();
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn rate_limiter_remaining_ms(l: ResourceArc<Limiter>) -> u64 {
+    ceil_ms(l.0.remaining())
+}
+
+/// `:ok` when there is no backoff; otherwise `:wait`, and
+/// `{:tinkex_backoff_over, ref}` arrives when it ends (one exact timer on
+/// tokio, re-armed only if the deadline moves later).
+#[rustler::nif]
+fn rate_limiter_wait<'a>(env: Env<'a>, l: ResourceArc<Limiter>, reference: Term<'a>) -> Atom {
+    if l.0.deadline().is_none() {
+        return atoms::ok();
+    }
+    let reply = ReplyTo::new(env.pid(), reference);
+    let limiter = l.0.clone();
+    runtime::get().spawn(async move {
+        limiter.wait().await;
+        reply.send(atoms::tinkex_backoff_over(), |env| atoms::ok().to_term(env));
+    });
+    atoms::wait()
+}
+
+#[rustler::nif]
+fn rate_limiter_count() -> usize {
+    RateLimiter::registry_len()
+}
+
+fn ceil_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,3 @@
+:inets.start()
+ExUnit.configure(exclude: [:chaos_long])
+ExUnit.start()

@@ -5,7 +5,7 @@ defmodule Tinkex.Application do
   @impl true
   def start(_type, _args) do
     children = [
-      {Task.Supervisor, name: Tinkex.TaskSupervisor}
+      Tinkex.ClientTable
     ]
 
     Supervisor.start_link(children, strategy: :one_for_one, name: Tinkex.Supervisor)

@@ -55,4 +55,11 @@ defmodule Tinkex.Native do
   def lease_release(_lease, _success), do: err()
   def handler_record_failure(_handler, _label, _retried), do: err()
   def handler_live_count, do: err()
+
+  # Sessions and sampling
+  def session_open(_base_url, _api_key, _version, _model, _ref), do: err()
+  def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
+  def client_new(_opts, _handler), do: err()
+  def client_sample(_client, _spec, _ref), do: err()
+  def client_stats(_client), do: err()
 end

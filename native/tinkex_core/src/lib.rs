@@ -8,10 +8,12 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod precise_sleep;
 pub mod proto;
 pub mod rate_limiter;
 pub mod sampling;

@@ -156,8 +156,23 @@ impl RateLimiter {
 
     /// Waits out the backoff: one sleep to the deadline, again only if the
     /// deadline moved later meanwhile; returns at once when there is none,
-    /// and early when the backoff is cleared.
+    /// and early when the backoff is cleared. Uses tokio's timer (1 ms
+    /// granularity), so it follows a paused test clock.
     pub async fn wait(&self) {
+        self.wait_with(tokio::time::sleep_until).await
+    }
+
+    /// [`RateLimiter::wait`] with sub-millisecond wake accuracy (see
+    /// [`crate::precise_sleep`]): what the sampling path and the NIF use.
+    pub async fn wait_precise(&self) {
+        self.wait_with(crate::precise_sleep::sleep_until).await
+    }
+
+    async fn wait_with<F, Fut>(&self, sleep_until: F)
+    where
+        F: Fn(Instant) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         loop {
             let notified = self.cleared.notified();
             tokio::pin!(notified);
@@ -168,7 +183,7 @@ impl RateLimiter {
                 return;
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = sleep_until(deadline) => {}
                 _ = &mut notified => {}
             }
         }
@@ -226,6 +241,16 @@ mod tests {
         let c = RateLimiter::for_key("http://x.test", "tml-b");
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[tokio::test]
+    async fn precise_wait_is_not_early() {
+        let rl = RateLimiter::new();
+        for ms in [1, 4, 15] {
+            let dl = rl.set_backoff(Duration::from_millis(ms));
+            rl.wait_precise().await;
+            assert!(Instant::now() >= dl);
+        }
     }
 
     #[test]

@@ -31,3 +31,18 @@ impl ReplyTo {
         });
     }
 }
+
+impl ReplyTo {
+    /// Sends `{tag, ref, payload}` and keeps the destination for more:
+    /// the ref is copied into each message's own env.
+    pub fn send_again<F>(&self, tag: Atom, payload: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+    {
+        let mut msg = OwnedEnv::new();
+        let copied = self.owned.run(|env| msg.save(self.saved.load(env)));
+        let _ = msg.send_and_clear(&self.pid, |env| {
+            (tag, copied.load(env), payload(env)).encode(env)
+        });
+    }
+}

@@ -13,6 +13,9 @@ mod handler;
 mod jobs;
 mod rate_limiter;
 mod runtime;
+mod sampling;
+mod session;
+mod timings;
 
 fn load(_env: rustler::Env, load_info: rustler::Term) -> bool {
     runtime::configure(load_info.decode::<usize>().ok());

@@ -1,0 +1,27 @@
+defmodule Tinkex.ClientTable do
+  @moduledoc false
+  # Owns the ETS table where each sampling client publishes its immutable
+  # parts once (native resources, config, ids), so that `sample/4` reads
+  # them with one lookup and never calls the client process.
+  use GenServer
+
+  @table __MODULE__
+
+  def start_link(_), do: GenServer.start_link(__MODULE__, nil, name: __MODULE__)
+
+  @impl true
+  def init(nil) do
+    :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
+    {:ok, nil}
+  end
+
+  def put(pid, handle), do: :ets.insert(@table, {pid, handle})
+  def delete(pid), do: :ets.delete(@table, pid)
+
+  def fetch(pid) do
+    case :ets.lookup(@table, pid) do
+      [{^pid, handle}] -> {:ok, handle}
+      [] -> :error
+    end
+  end
+end

@@ -1,0 +1,226 @@
+defmodule Tinkex.SamplingClient.Options do
+  @moduledoc false
+  # Validation of `Tinkex.SamplingClient.start_link/1` options: every error
+  # names the option and the value (never the API key's value).
+
+  alias Tinkex.RetryConfig
+
+  @production "https://tinker.thinkingmachines.dev/services/tinker-prod"
+  @keys [
+    :base_url,
+    :api_key,
+    :sampling_session_id,
+    :base_model,
+    :model_path,
+    :retry_config,
+    :name,
+    :allow_insecure,
+    :timings,
+    :heartbeat_interval_ms,
+    :init_timeout_ms,
+    :tokens
+  ]
+  @timings [
+    :submit_timeout,
+    :submit_backoff_base,
+    :submit_backoff_cap,
+    :submit_total,
+    :rate_limit_small,
+    :rate_limit_large,
+    :billing_pause,
+    :billing_max,
+    :billing_reset,
+    :poll_timeout,
+    :poll_5xx_initial,
+    :poll_5xx_cap,
+    :poll_backoff_base,
+    :poll_backoff_cap,
+    :pause_log_interval,
+    :dispatch_recent_window
+  ]
+
+  def production_url, do: @production
+  def timing_keys, do: @timings
+
+  @doc false
+  def validate(opts) when is_list(opts) do
+    with :ok <- keyword(opts),
+         :ok <- known_keys(opts),
+         {:ok, base_url} <- base_url(opts),
+         {:ok, api_key} <- api_key(opts),
+         {:ok, model} <- model(opts),
+         {:ok, retry_config} <- retry_config(opts[:retry_config]),
+         {:ok, timings} <- timings(Keyword.get(opts, :timings, [])),
+         {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
+         {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000),
+         {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
+         :ok <- name(opts[:name]) do
+      {:ok,
+       %{
+         base_url: base_url,
+         api_key: api_key,
+         model: model,
+         retry_config: retry_config,
+         timings: timings,
+         heartbeat_interval_ms: heartbeat,
+         init_timeout_ms: init_timeout,
+         tokens: tokens,
+         name: opts[:name]
+       }}
+    end
+  end
+
+  def validate(other),
+    do: error("expected start_link options as a keyword list, got: #{inspect(other)}")
+
+  defp keyword(opts) do
+    if Keyword.keyword?(opts),
+      do: :ok,
+      else: error("expected start_link options as a keyword list, got: #{inspect(opts)}")
+  end
+
+  defp known_keys(opts) do
+    case Enum.find(Keyword.keys(opts), &(&1 not in @keys)) do
+      nil -> :ok
+      bad -> {:error, ArgumentError.exception(RetryConfig.unknown_key_message(bad, @keys))}
+    end
+  end
+
+  defp base_url(opts) do
+    url =
+      Keyword.get_lazy(opts, :base_url, fn -> System.get_env("TINKER_BASE_URL") || @production end)
+
+    insecure = Keyword.get(opts, :allow_insecure, false)
+
+    with :ok <-
+           if(is_boolean(insecure), do: :ok, else: invalid(:allow_insecure, insecure, "a boolean")),
+         true <- is_binary(url) || invalid(:base_url, url, "an http(s) URL string"),
+         %URI{scheme: scheme, host: host}
+         when scheme in ["http", "https"] and is_binary(host) and host != "" <-
+           URI.parse(url) do
+      cond do
+        scheme == "https" or insecure or loopback?(host) ->
+          {:ok, String.trim_trailing(url, "/")}
+
+        true ->
+          invalid(
+            :base_url,
+            url,
+            "an https URL (plain http is allowed only for loopback hosts, or with allow_insecure: true)"
+          )
+      end
+    else
+      {:error, _} = e -> e
+      _ -> invalid(:base_url, url, "an http(s) URL with a host")
+    end
+  end
+
+  @doc false
+  def loopback?(host) do
+    host = host |> String.trim_leading("[") |> String.trim_trailing("]")
+
+    host == "localhost" or
+      case :inet.parse_address(String.to_charlist(host)) do
+        {:ok, {127, _, _, _}} -> true
+        {:ok, {0, 0, 0, 0, 0, 0, 0, 1}} -> true
+        _ -> false
+      end
+  end
+
+  defp api_key(opts) do
+    case Keyword.get_lazy(opts, :api_key, fn -> System.get_env("TINKER_API_KEY") end) do
+      nil -> error("missing :api_key: pass api_key: \"tml-...\" or set TINKER_API_KEY")
+      "" -> error("invalid value for :api_key: expected a non-empty string, got: \"\"")
+      key when is_binary(key) -> {:ok, key}
+      other -> invalid(:api_key, redact(other), "a string")
+    end
+  end
+
+  # Only a string can be a key; anything else is shown as its type.
+  defp redact(v) when is_atom(v) or is_number(v), do: v
+  defp redact(_), do: :"[REDACTED]"
+
+  defp model(opts) do
+    given =
+      for k <- [:sampling_session_id, :base_model, :model_path],
+          Keyword.has_key?(opts, k),
+          do: {k, opts[k]}
+
+    case given do
+      [] ->
+        error("one of :sampling_session_id, :base_model or :model_path is required")
+
+      [{:model_path, "tinker://" <> _ = path}] ->
+        {:ok, {:model_path, path}}
+
+      [{:model_path, path}] ->
+        invalid(:model_path, path, "a string starting with \"tinker://\"")
+
+      [{key, value}] when is_binary(value) and value != "" ->
+        {:ok, {key, value}}
+
+      [{key, value}] ->
+        invalid(key, value, "a non-empty string")
+
+      many ->
+        error(
+          "expected only one of :sampling_session_id, :base_model or :model_path, got: #{inspect(Keyword.keys(many))}"
+        )
+    end
+  end
+
+  defp retry_config(nil), do: {:ok, nil}
+
+  defp retry_config(config) do
+    case RetryConfig.new(config) do
+      {:ok, c} -> {:ok, c}
+      {:error, %ArgumentError{message: m}} -> error("invalid :retry_config: " <> m)
+    end
+  end
+
+  defp timings(t) when is_list(t) do
+    Enum.reduce_while(t, {:ok, []}, fn
+      {k, ms}, {:ok, acc} when is_atom(k) ->
+        cond do
+          k not in @timings ->
+            {:halt,
+             {:error,
+              ArgumentError.exception(
+                "invalid :timings: " <> RetryConfig.unknown_key_message(k, @timings)
+              )}}
+
+          is_integer(ms) and ms >= 0 and ms < 86_400_000 * 365 ->
+            {:cont, {:ok, [{Atom.to_string(k), ms} | acc]}}
+
+          true ->
+            {:halt, invalid({:timings, k}, ms, "a non-negative integer (milliseconds)")}
+        end
+
+      other, _ ->
+        {:halt, invalid(:timings, other, "a keyword list of milliseconds")}
+    end)
+  end
+
+  defp timings(other), do: invalid(:timings, other, "a keyword list of milliseconds")
+
+  defp pos_int(opts, key, default) do
+    case Keyword.get(opts, key, default) do
+      v when is_integer(v) and v > 0 -> {:ok, v}
+      v -> invalid(key, v, "a positive integer (milliseconds)")
+    end
+  end
+
+  defp tokens(t) when t in [:list, :binary], do: {:ok, t}
+  defp tokens(t), do: invalid(:tokens, t, ":list or :binary")
+
+  defp name(nil), do: :ok
+  defp name(n) when is_atom(n), do: :ok
+  defp name({:global, _}), do: :ok
+  defp name({:via, m, _}) when is_atom(m), do: :ok
+  defp name(n), do: invalid(:name, n, "an atom, {:global, term} or {:via, module, term}")
+
+  defp invalid(key, value, expected),
+    do: error("invalid value for #{inspect(key)}: expected #{expected}, got: #{inspect(value)}")
+
+  defp error(message), do: {:error, ArgumentError.exception(message)}
+end

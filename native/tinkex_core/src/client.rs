@@ -1,0 +1,74 @@
+//! A sampling client's native half: the shared [`SampleContext`], the retry
+//! [`Handler`] and the `seq_id` counter — everything one sample needs.
+//!
+//! One sample = one handler permit + the retry loop over attempts; one
+//! attempt = [`run_attempt`] with a fresh `seq_id` (resends inside an
+//! attempt reuse it; a new attempt, e.g. after a 410, takes the next).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::handler::{Events, Handler};
+use crate::sampling::{run_attempt, SampleContext, SampleOutput, SampleSpec};
+
+/// The native state of one `Tinkex.SamplingClient`.
+#[derive(Debug)]
+pub struct SamplingClient {
+    ctx: Arc<SampleContext>,
+    handler: Arc<Handler>,
+    /// Next `seq_id`; one per attempt, from 0, as the Python SDK does.
+    next_seq: AtomicU64,
+}
+
+/// What a finished sample reports besides its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleMeta {
+    /// Attempts made (1 when the first succeeded).
+    pub attempts: u64,
+}
+
+impl SamplingClient {
+    /// A client over `ctx`, running samples under `handler`.
+    pub fn new(ctx: SampleContext, handler: Arc<Handler>) -> SamplingClient {
+        SamplingClient {
+            ctx: Arc::new(ctx),
+            handler,
+            next_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The shared context (limiter, observer, dispatch limits).
+    pub fn context(&self) -> &SampleContext {
+        &self.ctx
+    }
+
+    /// The retry handler.
+    pub fn handler(&self) -> &Arc<Handler> {
+        &self.handler
+    }
+
+    /// The next `seq_id` that will be used.
+    pub fn peek_seq_id(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Runs one sample under the handler. `events` hears about failed
+    /// attempts.
+    pub async fn sample(
+        &self,
+        spec: &SampleSpec,
+        events: &dyn Events,
+    ) -> (Result<SampleOutput, Error>, SampleMeta) {
+        let mut attempts = 0;
+        let result = self
+            .handler
+            .execute(events, |_retry| {
+                attempts += 1;
+                let seq_id = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                run_attempt(&self.ctx, spec, seq_id)
+            })
+            .await;
+        (result, SampleMeta { attempts })
+    }
+}

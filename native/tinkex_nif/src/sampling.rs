@@ -1,0 +1,328 @@
+//! `Tinkex.SamplingClient`'s hot path: a client resource, and one NIF that
+//! starts a sample on tokio and returns at once. The result arrives as
+//! `{:tinkex_sample, ref, {:ok, %Tinkex.Types.SampleResponse{}} |
+//! {:error, error}}`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use rustler::{
+    Atom, Binary, Encoder, Env, LocalPid, Monitor, NifMap, NifStruct, NifTaggedEnum, OwnedEnv,
+    ResourceArc, Term,
+};
+use tinkex_core::client::SamplingClient;
+use tinkex_core::error::{Error, ErrorKind};
+use tinkex_core::handler::{Events, RetryEvent};
+use tinkex_core::sampling::{
+    DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
+    DEFAULT_MAX_SUBMITS,
+};
+use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
+use tokio::task::AbortHandle;
+
+use crate::atoms;
+use crate::error;
+use crate::handler::HandlerRes;
+use crate::jobs::ReplyTo;
+use crate::runtime;
+use crate::session::endpoint;
+use crate::timings;
+
+/// The native half of one sampling client.
+/// (`AssertUnwindSafe`: the client is only shared state behind atomics and
+/// locks; a caught panic cannot leave it half-updated in a way that matters.)
+pub struct ClientRes(AssertUnwindSafe<Arc<SamplingClient>>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for ClientRes {}
+
+/// Where a client is and how it behaves, from `Tinkex.SamplingClient`.
+#[derive(NifMap)]
+pub struct ClientOpts {
+    base_url: String,
+    api_key: String,
+    version: String,
+    sampling_session_id: String,
+    dispatch_bytes: u64,
+    timings: Vec<(String, u64)>,
+    log_to: Option<LocalPid>,
+}
+
+/// `{:ok, client}` or `{:error, message}`.
+#[rustler::nif]
+fn client_new(opts: ClientOpts, handler: ResourceArc<HandlerRes>) -> Result<ResourceArc<ClientRes>, String> {
+    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
+    let timings = timings::from_overrides(opts.timings)?;
+    let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)
+        .with_timings(timings)
+        .with_dispatch(Arc::new(DispatchLimits::new(DEFAULT_MAX_SUBMITS, opts.dispatch_bytes)));
+    if let Some(pid) = opts.log_to {
+        ctx = ctx.with_log_sink(Arc::new(move |level: LogLevel, msg: &str| log_to(pid, level, msg)));
+    }
+    let client = SamplingClient::new(ctx, handler.0.clone());
+    Ok(ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client)))))
+}
+
+/// Sends `{:tinkex_log, level, message}` to the client process.
+fn log_to(pid: LocalPid, level: LogLevel, msg: &str) {
+    if rustler::thread::is_scheduler_thread() {
+        return; // cannot send from here; the core logs only from tokio
+    }
+    let level = match level {
+        LogLevel::Debug => atoms::debug(),
+        LogLevel::Info => atoms::info(),
+        LogLevel::Warning => atoms::warning(),
+        LogLevel::Error => atoms::error(),
+    };
+    let _ = OwnedEnv::new().send_and_clear(&pid, |env| (atoms::tinkex_log(), level, msg).encode(env));
+}
+
+/// Stop sequences as Elixir passes them.
+#[derive(NifTaggedEnum)]
+enum StopArg {
+    None,
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i32>),
+}
+
+/// A validated request from `Tinkex.SamplingClient`: prompt chunks as
+/// little-endian int32 binaries (cheap to cross), and the parameters.
+#[derive(NifMap)]
+struct SpecArg<'a> {
+    chunks: Vec<Binary<'a>>,
+    num_samples: u32,
+    max_tokens: Option<u32>,
+    seed: Option<i64>,
+    stop: StopArg,
+    temperature: f64,
+    top_k: i32,
+    top_p: f64,
+    prompt_logprobs: bool,
+    topk_prompt_logprobs: u32,
+    compute_logprobs: bool,
+    tokens_as_binary: bool,
+    events: bool,
+}
+
+fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
+    let mut chunks = Vec::with_capacity(a.chunks.len());
+    for b in &a.chunks {
+        if b.len() % 4 != 0 {
+            return Err(rustler::Error::BadArg);
+        }
+        let tokens = b
+            .as_slice()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        chunks.push(Chunk::EncodedText { tokens });
+    }
+    let stop = match &a.stop {
+        StopArg::None => None,
+        StopArg::Text(s) => Some(Stop::Text(s.clone())),
+        StopArg::Texts(v) => Some(Stop::Texts(v.clone())),
+        StopArg::Tokens(v) => Some(Stop::Tokens(v.clone())),
+    };
+    let params = SamplingParams {
+        max_tokens: a.max_tokens,
+        seed: a.seed,
+        stop,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+    };
+    let mut spec = SampleSpec::new(ModelInput { chunks }, params, a.num_samples);
+    spec.prompt_logprobs = a.prompt_logprobs;
+    spec.topk_prompt_logprobs = a.topk_prompt_logprobs;
+    if a.compute_logprobs {
+        spec.method = SdkMethod::ComputeLogprobs;
+    }
+    Ok(spec)
+}
+
+/// A running sample. It monitors the caller: if the caller dies, the
+/// sample is aborted, which drops its permit and stops its requests.
+pub struct Job {
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+impl Job {
+    fn abort(&self) {
+        if let Some(h) = self.abort.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+    }
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for Job {
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        self.abort();
+    }
+}
+
+/// Starts a sample for the calling process; `:ok` at once.
+#[rustler::nif]
+fn client_sample<'a>(
+    env: Env<'a>,
+    client: ResourceArc<ClientRes>,
+    spec: SpecArg<'a>,
+    reference: Term<'a>,
+) -> rustler::NifResult<Atom> {
+    let pid = env.pid();
+    let sample = decode_spec(&spec)?;
+    let tokens_as_binary = spec.tokens_as_binary;
+    let events = spec.events.then(|| EventsTo::new(pid, reference));
+    let job = ResourceArc::new(Job {
+        abort: Mutex::new(None),
+    });
+    if job.monitor(Some(env), &pid).is_none() {
+        return Ok(atoms::ok()); // the caller is already gone
+    }
+    let reply = ReplyTo::new(pid, reference);
+    let client = Arc::clone(&client.0);
+    let keep = job.clone();
+    let task = runtime::get().spawn(async move {
+        // Holding the job keeps its monitor (and so the abort on the
+        // caller's death) alive until the sample ends.
+        let _job = keep;
+        let events: &dyn Events = match &events {
+            Some(e) => e,
+            None => &tinkex_core::handler::NoEvents,
+        };
+        let run = AssertUnwindSafe(client.sample(&sample, events)).catch_unwind();
+        let result = match run.await {
+            Ok((r, _meta)) => r,
+            Err(_) => Err(Error::new(ErrorKind::Internal, "panic in the native sampler")),
+        };
+        reply.send(atoms::tinkex_sample(), move |env| match result {
+            Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
+            Err(e) => error::error_result(env, &e),
+        });
+    });
+    *job.abort.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    Ok(atoms::ok())
+}
+
+/// Sends `{:tinkex_event, ref, {:attempt_failed, measurements, error}}` per
+/// failed attempt, to the process that runs the sample's telemetry.
+struct EventsTo(Mutex<ReplyTo>);
+
+impl EventsTo {
+    fn new(pid: LocalPid, reference: Term<'_>) -> EventsTo {
+        EventsTo(Mutex::new(ReplyTo::new(pid, reference)))
+    }
+}
+
+#[derive(NifMap)]
+struct AttemptFailed {
+    attempt: u64,
+    delay_ms: Option<u64>,
+    elapsed_ms: u64,
+}
+
+impl Events for EventsTo {
+    fn attempt_failed(&self, ev: &RetryEvent<'_>) {
+        let data = AttemptFailed {
+            attempt: ev.attempt,
+            delay_ms: ev.delay_ms,
+            elapsed_ms: u64::try_from(ev.elapsed.as_millis()).unwrap_or(u64::MAX),
+        };
+        let err = ev.error;
+        let reply = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        reply.send_again(atoms::tinkex_event(), |env| {
+            (atoms::attempt_failed(), data, error::encode(env, err)).encode(env)
+        });
+    }
+}
+
+#[derive(NifStruct)]
+#[rustler(encode)]
+#[module = "Tinkex.Types.SampledSequence"]
+struct SequenceOut {
+    tokens: Tokens,
+    logprobs: Option<Vec<f32>>,
+    stop_reason: Atom,
+    sequence_id: Option<String>,
+}
+
+#[derive(NifStruct)]
+#[rustler(encode)]
+#[module = "Tinkex.Types.SampleResponse"]
+struct Response {
+    sequences: Vec<SequenceOut>,
+    prompt_logprobs: Option<Vec<Option<f32>>>,
+    topk_prompt_logprobs: Option<Vec<Option<Vec<(i32, f32)>>>>,
+    prompt_cache_hit_tokens: i64,
+    request_id: String,
+}
+
+impl Response {
+    fn from_output(out: SampleOutput, tokens_as_binary: bool) -> Response {
+        Response {
+            sequences: out
+                .sequences
+                .into_iter()
+                .map(|s| SequenceOut {
+                    tokens: if tokens_as_binary {
+                        Tokens::Binary(s.tokens)
+                    } else {
+                        Tokens::List(s.tokens)
+                    },
+                    logprobs: s.logprobs,
+                    stop_reason: match s.stop_reason {
+                        StopReason::Stop => atoms::stop(),
+                        StopReason::Length => atoms::length(),
+                    },
+                    sequence_id: s.sequence_id,
+                })
+                .collect(),
+            prompt_logprobs: out.prompt_logprobs,
+            topk_prompt_logprobs: out.topk_prompt_logprobs,
+            prompt_cache_hit_tokens: out.prompt_cache_hit_tokens,
+            request_id: out.request_id,
+        }
+    }
+}
+
+/// Token ids as a list, or as a little-endian int32 binary.
+enum Tokens {
+    List(Vec<i32>),
+    Binary(Vec<i32>),
+}
+
+impl Encoder for Tokens {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Tokens::List(v) => v.encode(env),
+            Tokens::Binary(v) => {
+                let mut bin = rustler::NewBinary::new(env, v.len() * 4);
+                for (dst, t) in bin.as_mut_slice().chunks_exact_mut(4).zip(v) {
+                    dst.copy_from_slice(&t.to_le_bytes());
+                }
+                Term::from(bin)
+            }
+        }
+    }
+}
+
+#[derive(NifMap)]
+struct ClientStats {
+    backoff_ms: u64,
+    queue_state: String,
+    next_seq_id: u64,
+}
+
+/// The client's own counters (the handler's come from `handler_stats`).
+#[rustler::nif]
+fn client_stats(client: ResourceArc<ClientRes>) -> ClientStats {
+    let ctx = client.0.context();
+    ClientStats {
+        backoff_ms: u64::try_from(ctx.limiter.remaining().as_micros().div_ceil(1000))
+            .unwrap_or(u64::MAX),
+        queue_state: ctx.observer.queue_state().as_str().to_owned(),
+        next_seq_id: client.0.peek_seq_id(),
+    }
+}

@@ -1,0 +1,127 @@
+//! Session set-up and heartbeats for `Tinkex.SamplingClient`, run on tokio
+//! and answered by message.
+
+use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};
+use tinkex_core::http::Endpoint;
+use tinkex_core::session::{self, ModelRef};
+use tinkex_core::wire::ServerFlags;
+
+use crate::atoms;
+use crate::error;
+use crate::jobs::ReplyTo;
+use crate::runtime;
+
+/// What to sample from, as Elixir passes it.
+#[derive(NifTaggedEnum)]
+pub enum Model {
+    /// `{:base_model, "Qwen/Qwen3-8B"}`.
+    BaseModel(String),
+    /// `{:model_path, "tinker://..."}`.
+    ModelPath(String),
+    /// `{:sampling_session_id, "..."}`: an existing session; only the
+    /// server flags are read.
+    SamplingSessionId(String),
+}
+
+/// The server flags Elixir uses to complete a config.
+#[derive(NifMap)]
+pub struct Flags {
+    sample_max_concurrent_requests: u64,
+    sample_no_retries: bool,
+    sample_enable_stuck_detection: bool,
+    sample_dispatch_bytes_semaphore_size: u64,
+}
+
+impl From<&ServerFlags> for Flags {
+    fn from(f: &ServerFlags) -> Flags {
+        Flags {
+            sample_max_concurrent_requests: f.sample_max_concurrent_requests,
+            sample_no_retries: f.sample_no_retries,
+            sample_enable_stuck_detection: f.sample_enable_stuck_detection,
+            sample_dispatch_bytes_semaphore_size: f.sample_dispatch_bytes_semaphore_size,
+        }
+    }
+}
+
+#[derive(NifMap)]
+struct Opened {
+    session_id: Option<String>,
+    sampling_session_id: String,
+    flags: Flags,
+}
+
+pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> Result<Endpoint, String> {
+    Endpoint::with_sdk_version(base_url, api_key, version).map_err(|e| e.message)
+}
+
+/// Reads the server flags and, unless given an existing sampling session,
+/// creates a session and a sampling session. Answers
+/// `{:tinkex_session, ref, {:ok, %{session_id, sampling_session_id, flags}}
+/// | {:error, error}}`; `{:error, message}` at once for a bad URL.
+#[rustler::nif]
+fn session_open<'a>(
+    env: Env<'a>,
+    base_url: String,
+    api_key: String,
+    version: String,
+    model: Model,
+    reference: Term<'a>,
+) -> rustler::NifResult<Atom> {
+    let ep = endpoint(&base_url, &api_key, &version)
+        .map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let reply = ReplyTo::new(env.pid(), reference);
+    runtime::get().spawn(async move {
+        let result = open(&ep, model).await;
+        reply.send(atoms::tinkex_session(), move |env| match result {
+            Ok(o) => (atoms::ok(), o).encode(env),
+            Err(e) => error::error_result(env, &e),
+        });
+    });
+    Ok(atoms::ok())
+}
+
+async fn open(ep: &Endpoint, model: Model) -> Result<Opened, tinkex_core::error::Error> {
+    let flags = session::client_config(ep).await?;
+    let model_ref = match &model {
+        Model::BaseModel(m) => ModelRef::BaseModel(m),
+        Model::ModelPath(p) => ModelRef::ModelPath(p),
+        Model::SamplingSessionId(id) => {
+            return Ok(Opened {
+                session_id: None,
+                sampling_session_id: id.clone(),
+                flags: Flags::from(&flags),
+            })
+        }
+    };
+    let session = session::create_session(ep, &[], None).await?;
+    let sampling_session_id =
+        session::create_sampling_session(ep, &session.session_id, model_ref, 0).await?;
+    Ok(Opened {
+        session_id: Some(session.session_id),
+        sampling_session_id,
+        flags: Flags::from(&flags),
+    })
+}
+
+/// One heartbeat; answers `{:tinkex_heartbeat, ref, :ok | {:error, error}}`.
+#[rustler::nif]
+fn session_heartbeat<'a>(
+    env: Env<'a>,
+    base_url: String,
+    api_key: String,
+    version: String,
+    session_id: String,
+    reference: Term<'a>,
+) -> rustler::NifResult<Atom> {
+    let ep = endpoint(&base_url, &api_key, &version)
+        .map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let reply = ReplyTo::new(env.pid(), reference);
+    runtime::get().spawn(async move {
+        let result = session::heartbeat(&ep, &session_id).await;
+        reply.send(atoms::tinkex_heartbeat(), move |env| match result {
+            Ok(()) => atoms::ok().encode(env),
+            Err(e) => error::error_result(env, &e),
+        });
+    });
+    Ok(atoms::ok())
+}

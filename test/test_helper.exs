@@ -1,3 +1,3 @@
 :inets.start()
 ExUnit.configure(exclude: [:chaos_long])
-ExUnit.start()
+ExUnit.start(capture_log: true)

@@ -81,7 +81,7 @@ defmodule Tinkex.SamplingClient do
   ## Examples
 
       iex> Tinkex.SamplingClient.start_link(base_model: "m", api_key: "tml-x", base_url: "http://example.com")
-      {:error, %ArgumentError{message: ~s(invalid value for :base_url: expected an https URL (plain http is allowed only for loopback hosts, or with allow_insecure: true), got: "http://example.com")}}
+      {:error, %ArgumentError{message: ~s|invalid value for :base_url: expected an https URL (plain http is allowed only for loopback hosts, or with allow_insecure: true), got: "http://example.com"|}}
   """
   @spec start_link(keyword()) :: GenServer.on_start() | {:error, ArgumentError.t() | Error.t()}
   def start_link(opts) do
@@ -309,7 +309,10 @@ defmodule Tinkex.SamplingClient do
 
   defp publish(o, opened) do
     config = o.retry_config || config_from_flags(opened.flags)
-    handler = RetryHandler.get(opened.sampling_session_id, config)
+    # One handler per sampling session of a service, as in the Python SDK
+    # (whose handler cache is keyed by the session id); the URL keeps equal
+    # session ids of different services apart.
+    handler = RetryHandler.get("#{opened.sampling_session_id}@#{o.base_url}", config)
 
     native_opts = %{
       base_url: o.base_url,

@@ -1,0 +1,492 @@
+defmodule Tinkex.SamplingClientTest do
+  use ExUnit.Case, async: true
+  doctest Tinkex.SamplingClient
+
+  alias Tinkex.{Error, SamplingClient}
+  alias Tinkex.Test.TinkerSim
+  alias Tinkex.Types.{ModelInput, SampledSequence, SampleResponse, SamplingParams}
+
+  @key "tml-sampling-client-test"
+  # Protocol delays shrunk so retries take milliseconds, not seconds.
+  @timings [
+    rate_limit_small: 40,
+    rate_limit_large: 80,
+    submit_backoff_base: 10,
+    submit_backoff_cap: 40,
+    poll_backoff_base: 10,
+    poll_backoff_cap: 40,
+    poll_5xx_initial: 1,
+    poll_5xx_cap: 5
+  ]
+
+  setup do
+    sim = TinkerSim.start(hold_ms: 2_000)
+    on_exit(fn -> TinkerSim.stop(sim) end)
+    %{sim: sim}
+  end
+
+  defp start_client(sim, opts \\ []) do
+    defaults = [
+      base_url: sim.base_url,
+      api_key: @key,
+      base_model: "Qwen/Qwen3-8B",
+      timings: @timings,
+      retry_config: [base_delay_ms: 5, max_delay_ms: 20]
+    ]
+
+    {:ok, client} = SamplingClient.start_link(Keyword.merge(defaults, opts))
+    client
+  end
+
+  defp prompt, do: ModelInput.from_ints([11, 12, 13])
+  defp params, do: %SamplingParams{max_tokens: 6, temperature: 0.5}
+
+  defp sample!(client, opts \\ []) do
+    {:ok, task} = SamplingClient.sample(client, prompt(), params(), opts)
+    Task.await(task, 10_000)
+  end
+
+  defp expected_tokens(sim, client, seq_id, opts \\ []) do
+    body = %{
+      "type" => "sample",
+      "sampling_session_id" => SamplingClient.session(client).sampling_session_id,
+      "seq_id" => seq_id,
+      "num_samples" => Keyword.get(opts, :num_samples, 1),
+      "prompt" => %{"chunks" => [%{"type" => "encoded_text", "tokens" => [11, 12, 13]}]},
+      "sampling_params" => %{
+        "max_tokens" => 6,
+        "temperature" => 0.5,
+        "top_k" => -1,
+        "top_p" => 1.0
+      },
+      "prompt_logprobs" => false,
+      "topk_prompt_logprobs" => 0
+    }
+
+    for s <- TinkerSim.expected(sim, body)["sequences"], do: s["tokens"]
+  end
+
+  defp asample_seq_ids(sim),
+    do: for(e <- TinkerSim.log(sim, endpoint: "asample"), do: e["body"]["seq_id"])
+
+  describe "start_link/1" do
+    test "creates a session and a sampling session, heartbeats it", %{sim: sim} do
+      client = start_client(sim, heartbeat_interval_ms: 30)
+      %{session_id: sid, sampling_session_id: ssid} = SamplingClient.session(client)
+      assert sid =~ "sim-session"
+      assert ssid == "#{sid}:sample:0"
+      Process.sleep(150)
+      beats = TinkerSim.log(sim, endpoint: "session_heartbeat")
+      assert length(beats) >= 2
+      assert Enum.all?(beats, &(&1["body"]["session_id"] == sid))
+    end
+
+    test "an existing sampling_session_id skips session creation", %{sim: sim} do
+      {:ok, client} =
+        SamplingClient.start_link(
+          base_url: sim.base_url,
+          api_key: @key,
+          sampling_session_id: "given-ssid"
+        )
+
+      assert SamplingClient.session(client) == %{
+               sampling_session_id: "given-ssid",
+               session_id: nil
+             }
+
+      assert TinkerSim.log(sim, endpoint: "create_session") == []
+      assert {:ok, %SampleResponse{}} = sample!(client)
+    end
+
+    test "an explicit retry_config wins over server flags; without one the flags apply", %{
+      sim: sim
+    } do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "client_config" => %{
+            "sample_max_concurrent_requests" => 7,
+            "sample_enable_stuck_detection" => false
+          }
+        })
+
+      flagged = start_client(sim, retry_config: nil)
+
+      assert %{max_connections: 7, enable_stuck_detection: false} =
+               SamplingClient.retry_config(flagged)
+
+      explicit = start_client(sim, retry_config: [max_connections: 3])
+
+      assert %{max_connections: 3, enable_stuck_detection: true} =
+               SamplingClient.retry_config(explicit)
+
+      assert SamplingClient.stats(explicit).available_permits == 3
+    end
+
+    test "a refusing service gives {:error, %Tinkex.Error{}} and no process", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [%{"endpoint" => "create_session", "action" => %{"status" => 403}}]
+        })
+
+      Process.flag(:trap_exit, true)
+
+      assert {:error, %Error{type: :http, status: 403}} =
+               SamplingClient.start_link(base_url: sim.base_url, api_key: @key, base_model: "m")
+
+      assert_receive {:EXIT, _pid, _}
+      clients = for p <- Process.list(), match?({SamplingClient, :init, 1}, initial_call(p)), do: p
+      assert clients == []
+    end
+
+    test "a wrong API key is a 401 error", %{sim: sim} do
+      Process.flag(:trap_exit, true)
+
+      assert {:error, %Error{status: 401, message: msg}} =
+               SamplingClient.start_link(
+                 base_url: sim.base_url,
+                 api_key: "bad-key-123",
+                 base_model: "m"
+               )
+
+      refute msg =~ "bad-key-123"
+    end
+  end
+
+  describe "sample/4" do
+    test "returns the simulator's deterministic tokens for its request", %{sim: sim} do
+      client = start_client(sim)
+      assert {:ok, %SampleResponse{sequences: [seq]}} = sample!(client)
+      assert %SampledSequence{stop_reason: :length, logprobs: lps, sequence_id: sid} = seq
+      assert seq.tokens == hd(expected_tokens(sim, client, 0))
+      assert length(lps) == 6
+      assert sid =~ ":0"
+      # The next sample is the next seq_id.
+      assert {:ok, %SampleResponse{sequences: [seq1]}} = sample!(client)
+      assert seq1.tokens == hd(expected_tokens(sim, client, 1))
+    end
+
+    test "num_samples, binary tokens and prompt logprobs", %{sim: sim} do
+      client = start_client(sim)
+
+      assert {:ok, %SampleResponse{sequences: seqs, prompt_logprobs: [nil, a, b]}} =
+               sample!(client, num_samples: 3, include_prompt_logprobs: true, tokens: :binary)
+
+      assert is_float(a) and is_float(b)
+      assert length(seqs) == 3
+
+      for s <- seqs do
+        assert byte_size(s.tokens) == 6 * 4
+      end
+
+      tokens = for <<t::little-signed-32 <- hd(seqs).tokens>>, do: t
+      assert length(tokens) == 6
+    end
+
+    test "compute_logprobs returns the prompt's logprobs, first nil", %{sim: sim} do
+      client = start_client(sim)
+      {:ok, task} = SamplingClient.compute_logprobs(client, prompt())
+      assert {:ok, [nil, x, y]} = Task.await(task)
+      assert is_float(x) and is_float(y)
+      [entry] = TinkerSim.log(sim, endpoint: "asample")
+      assert entry["body"]["prompt_logprobs"] == true
+      assert entry["body"]["sampling_params"]["max_tokens"] == 1
+      assert entry["headers"]["x-sdk-method"] == "SamplingClient.compute_logprobs"
+    end
+
+    test "bad arguments are rejected before anything is sent", %{sim: sim} do
+      client = start_client(sim)
+      before = TinkerSim.stats(sim)["requests_total"]
+
+      for {prompt, params, opts, fragment} <- [
+            {ModelInput.from_ints([]), params(), [], ":prompt"},
+            {ModelInput.from_ints([1, :a]), params(), [], ":prompt"},
+            {ModelInput.from_ints([2 ** 40]), params(), [], ":prompt"},
+            {:not_a_prompt, params(), [], ":prompt"},
+            {prompt(), %SamplingParams{max_tokens: 0}, [], ":max_tokens"},
+            {prompt(), %SamplingParams{temperature: -1}, [], ":temperature"},
+            {prompt(), %SamplingParams{top_p: 1.5}, [], ":top_p"},
+            {prompt(), %SamplingParams{top_k: 0}, [], ":top_k"},
+            {prompt(), %SamplingParams{stop: [1, "a"]}, [], ":stop"},
+            {prompt(), %SamplingParams{seed: 2 ** 70}, [], ":seed"},
+            {prompt(), %{max_tokens: 1}, [], ":sampling_params"},
+            {prompt(), params(), [num_samples: 0], ":num_samples"},
+            {prompt(), params(), [num_sample: 2],
+             "unknown option :num_sample. Did you mean :num_samples?"},
+            {prompt(), params(), [tokens: :tuple], ":tokens"},
+            {prompt(), params(), [include_prompt_logprobs: "yes"], ":include_prompt_logprobs"}
+          ] do
+        assert {:error, %Error{type: :validation, message: msg}} =
+                 SamplingClient.sample(client, prompt, params, opts)
+
+        assert msg =~ fragment
+
+        assert {:error, %Error{type: :validation}} =
+                 SamplingClient.sample_async(client, prompt, params, opts)
+      end
+
+      assert TinkerSim.stats(sim)["requests_total"] == before
+    end
+  end
+
+  describe "retries on the wire" do
+    test "429 on submit: shared backoff from retry-after-ms, same seq_id resent", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "asample",
+              "match" => %{"first" => 2},
+              "action" => %{"status" => 429, "headers" => %{"retry-after-ms" => "150"}}
+            }
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:ok, %SampleResponse{sequences: [seq]}} = sample!(client)
+      assert seq.tokens == hd(expected_tokens(sim, client, 0))
+      log = TinkerSim.log(sim, endpoint: "asample") |> Enum.sort_by(& &1["t_us"])
+      assert Enum.map(log, & &1["status"]) == [429, 429, 200]
+      assert Enum.map(log, & &1["body"]["seq_id"]) == [0, 0, 0]
+      [a, b, c] = Enum.map(log, & &1["t_us"])
+      assert b - a >= 145_000 and c - b >= 145_000
+      assert SamplingClient.stats(client).retries == 0
+    end
+
+    test "429 without Retry-After falls back to the configured small-prompt backoff", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{"endpoint" => "asample", "match" => %{"first" => 1}, "action" => %{"status" => 429}}
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:ok, _} = sample!(client)
+      [a, b] = TinkerSim.log(sim, endpoint: "asample") |> Enum.map(& &1["t_us"]) |> Enum.sort()
+      assert b - a >= 38_000
+    end
+
+    test "410 while polling starts a new attempt with a new seq_id", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "retrieve_future",
+              "match" => %{"seq_id" => 0},
+              "action" => %{"status" => 410}
+            }
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:ok, %SampleResponse{sequences: [seq]}} = sample!(client)
+      assert asample_seq_ids(sim) == [0, 1]
+      assert seq.tokens == hd(expected_tokens(sim, client, 1))
+      assert SamplingClient.stats(client).retries == 1
+    end
+
+    test "a failed future is returned with its category and never resubmitted", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "future",
+              "action" => %{"fail" => %{"category" => "user", "error" => "bad prompt"}}
+            }
+          ]
+        })
+
+      client = start_client(sim)
+
+      assert {:error,
+              %Error{
+                type: :request_failed,
+                category: :user,
+                retryable?: false,
+                message: msg,
+                request_id: rid
+              }} = sample!(client)
+
+      assert msg =~ "bad prompt"
+      assert rid =~ "req:"
+      assert asample_seq_ids(sim) == [0]
+      assert length(TinkerSim.log(sim, endpoint: "retrieve_future")) == 1
+    end
+
+    test "5xx and try_again while polling are ridden out", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "retrieve_future",
+              "match" => %{"poll" => [1, 2]},
+              "action" => %{"status" => 503}
+            },
+            %{
+              "endpoint" => "future",
+              "action" => %{"try_again" => %{"count" => 2, "queue_state" => "paused_capacity"}}
+            }
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:ok, %SampleResponse{}} = sample!(client)
+      assert asample_seq_ids(sim) == [0]
+      assert SamplingClient.stats(client).queue_state in [:paused_capacity, :active]
+    end
+
+    test "a fatal poll status is not retried", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [%{"endpoint" => "retrieve_future", "action" => %{"status" => 422}}]
+        })
+
+      client = start_client(sim)
+      assert {:error, %Error{status: 422, retryable?: false}} = sample!(client)
+      assert asample_seq_ids(sim) == [0]
+    end
+
+    test "transport failures on submit are resent with the same seq_id", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{"endpoint" => "asample", "match" => %{"nth" => 1}, "action" => %{"drop" => true}},
+            # Rules count only the requests that reach them: this is the 2nd asample.
+            %{"endpoint" => "asample", "match" => %{"first" => 1}, "action" => %{"status" => 503}}
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:ok, _} = sample!(client)
+      assert asample_seq_ids(sim) == [0, 0, 0]
+    end
+
+    test "telemetry from the task: attempt failures and the stop event", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "retrieve_future",
+              "match" => %{"seq_id" => 0},
+              "action" => %{"status" => 410}
+            }
+          ]
+        })
+
+      Tinkex.Telemetry.attach_sink(self())
+      on_exit(fn -> Tinkex.Telemetry.detach_sink(self()) end)
+      client = start_client(sim)
+      ssid = SamplingClient.session(client).sampling_session_id
+      assert {:ok, _} = sample!(client)
+
+      assert_receive {:tinkex_telemetry, [:tinkex, :retry_handler, :attempt_failed],
+                      %{attempt: 1},
+                      %{handler: ^ssid, retry?: true, error: %Error{type: :expired}}}
+
+      assert_receive {:tinkex_telemetry, [:tinkex, :sample, :stop], %{attempts: 2},
+                      %{session: ^ssid, result: :ok}}
+    end
+  end
+
+  describe "watchdog" do
+    test "a stuck server fails in-flight samples with the stuck error; new ones succeed after", %{
+      sim: sim
+    } do
+      {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => true})
+
+      client =
+        start_client(sim,
+          retry_config: [progress_timeout_ms: 150],
+          timings: [poll_timeout: 1_000] ++ @timings
+        )
+
+      tasks = for _ <- 1..3, do: elem(SamplingClient.sample(client, prompt(), params()), 1)
+      t0 = System.monotonic_time(:millisecond)
+
+      for t <- tasks do
+        assert {:error,
+                %Error{
+                  type: :stuck,
+                  retryable?: false,
+                  message: "No progress made in 0.15s. Requests appear to be stuck."
+                }} = Task.await(t, 5_000)
+      end
+
+      assert System.monotonic_time(:millisecond) - t0 < 2_000
+      assert %{in_flight: 0, stuck_events: 1} = SamplingClient.stats(client)
+      {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => false})
+      assert {:ok, _} = sample!(client)
+    end
+  end
+
+  describe "sample_async/4 and cancellation" do
+    test "one message per sample, nothing else", %{sim: sim} do
+      client = start_client(sim)
+
+      refs =
+        for _ <- 1..50 do
+          {:ok, ref} = SamplingClient.sample_async(client, prompt(), params())
+          ref
+        end
+
+      for ref <- refs, do: assert_receive({:tinkex_sample, ^ref, {:ok, %SampleResponse{}}}, 5_000)
+      refute_receive _, 50
+      assert %{in_flight: 0, processed: 50} = SamplingClient.stats(client)
+    end
+
+    test "a killed caller cancels its sample and returns the permit", %{sim: sim} do
+      {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => true})
+      client = start_client(sim, retry_config: [max_connections: 2])
+      parent = self()
+
+      callers =
+        for _ <- 1..2 do
+          spawn(fn ->
+            {:ok, _ref} = SamplingClient.sample_async(client, prompt(), params())
+            send(parent, :started)
+            Process.sleep(:infinity)
+          end)
+        end
+
+      for _ <- callers, do: assert_receive(:started)
+      wait_until(fn -> SamplingClient.stats(client).available_permits == 0 end)
+      Enum.each(callers, &Process.exit(&1, :kill))
+      wait_until(fn -> SamplingClient.stats(client).available_permits == 2 end)
+      assert SamplingClient.stats(client).in_flight == 0
+    end
+
+    test "shutting a task down cancels its sample", %{sim: sim} do
+      {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => true})
+      client = start_client(sim, retry_config: [max_connections: 1])
+      {:ok, task} = SamplingClient.sample(client, prompt(), params())
+      wait_until(fn -> SamplingClient.stats(client).in_flight == 1 end)
+      assert Task.shutdown(task, :brutal_kill) == nil
+      wait_until(fn -> SamplingClient.stats(client).available_permits == 1 end)
+    end
+  end
+
+  describe "secrets" do
+    test "the API key shows in no inspect, state or error", %{sim: sim} do
+      client = start_client(sim)
+      refute inspect(:sys.get_state(client)) =~ @key
+      refute inspect(:sys.get_status(client)) =~ @key
+      refute inspect(SamplingClient.stats(client)) =~ @key
+      refute inspect(:ets.tab2list(Tinkex.ClientTable)) =~ @key
+    end
+  end
+
+  defp initial_call(pid) do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, d} -> Keyword.get(d, :"$initial_call")
+      nil -> nil
+    end
+  end
+
+  defp wait_until(fun, tries \\ 400) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition never held")
+      true -> Process.sleep(5) && wait_until(fun, tries - 1)
+    end
+  end
+end

@@ -185,8 +185,13 @@ defmodule Tinkex.SamplingClient do
     h.handler
     |> RetryHandler.stats()
     |> Map.merge(native)
-    |> Map.update!(:queue_state, &String.to_existing_atom/1)
+    |> Map.update!(:queue_state, &queue_state/1)
   end
+
+  defp queue_state("active"), do: :active
+  defp queue_state("paused_capacity"), do: :paused_capacity
+  defp queue_state("paused_rate_limit"), do: :paused_rate_limit
+  defp queue_state(_), do: :unknown
 
   @doc """
   The sampling session id and (when this client created it) the session

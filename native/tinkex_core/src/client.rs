@@ -61,14 +61,17 @@ impl SamplingClient {
         events: &dyn Events,
     ) -> (Result<SampleOutput, Error>, SampleMeta) {
         let mut attempts = 0;
-        let result = self
-            .handler
-            .execute(events, |_retry| {
-                attempts += 1;
-                let seq_id = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                run_attempt(&self.ctx, spec, seq_id)
-            })
-            .await;
+        let permit = self.handler.acquire().await;
+        // The attempt's state machine (HTTP futures, ~2 KB) is boxed only
+        // once a permit is held, so the many samples queued at the
+        // semaphore stay small.
+        let result = Box::pin(self.handler.execute_with(&permit, events, |_retry| {
+            attempts += 1;
+            let seq_id = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            run_attempt(&self.ctx, spec, seq_id)
+        }))
+        .await;
+        drop(permit);
         (result, SampleMeta { attempts })
     }
 }

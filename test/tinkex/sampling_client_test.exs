@@ -134,7 +134,10 @@ defmodule Tinkex.SamplingClientTest do
                SamplingClient.start_link(base_url: sim.base_url, api_key: @key, base_model: "m")
 
       assert_receive {:EXIT, _pid, _}
-      clients = for p <- Process.list(), match?({SamplingClient, :init, 1}, initial_call(p)), do: p
+
+      clients =
+        for p <- Process.list(), match?({SamplingClient, :init, 1}, initial_call(p)), do: p
+
       assert clients == []
     end
 

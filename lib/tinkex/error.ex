@@ -56,14 +56,17 @@ defmodule Tinkex.Error do
                retryable?: false
 
   @doc """
-  Builds the error from the native tuple.
+  The error as the native side reports it: the NIF builds `%Tinkex.Error{}`
+  itself (returned as is); the tuple form is still accepted.
 
   ## Examples
 
       iex> Tinkex.Error.from_native({:tinkex_error, :http, nil, 429, "slow down", "r1", true})
       %Tinkex.Error{type: :http, status: 429, message: "slow down", request_id: "r1", retryable?: true}
   """
-  @spec from_native(tuple()) :: t()
+  @spec from_native(t() | tuple()) :: t()
+  def from_native(%__MODULE__{} = error), do: error
+
   def from_native({:tinkex_error, type, category, status, message, request_id, retryable}) do
     %__MODULE__{
       type: type,

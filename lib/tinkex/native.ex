@@ -55,6 +55,7 @@ defmodule Tinkex.Native do
   def lease_release(_lease, _success), do: err()
   def handler_record_failure(_handler, _label, _retried), do: err()
   def handler_live_count, do: err()
+  def handler_progress(_handler), do: err()
 
   # Sessions and sampling
   def session_open(_base_url, _api_key, _version, _model, _ref), do: err()

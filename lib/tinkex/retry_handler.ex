@@ -44,6 +44,8 @@ defmodule Tinkex.RetryHandler do
       1
   """
 
+  require Logger
+
   alias Tinkex.{Backoff, Error, Native, RetryConfig, Telemetry}
 
   @enforce_keys [:name, :config, :resource]
@@ -113,6 +115,7 @@ defmodule Tinkex.RetryHandler do
           {:ok, term()} | {:error, term()}
   def execute(%__MODULE__{} = handler, fun, opts \\ []) when is_function(fun, 0) do
     opts = validate_opts!(opts)
+    log_progress(handler)
     ref = make_ref()
     lease = Native.handler_acquire(handler.resource, ref)
 
@@ -141,7 +144,14 @@ defmodule Tinkex.RetryHandler do
       end
 
     release(lease, ref, match?({:ok, _}, result), match?({:error, %Error{type: :stuck}}, result))
+    log_progress(handler)
     result
+  end
+
+  # The Python SDK's progress lines, at most every 2 s or on falling idle.
+  defp log_progress(handler) do
+    for line <- Native.handler_progress(handler.resource), do: Logger.debug(line)
+    :ok
   end
 
   @doc """

@@ -67,14 +67,19 @@ defmodule Tinkex.RetryHandlerTest do
       h = handler()
       next = counter()
 
-      assert {:ok, 3} =
-               RetryHandler.execute(h, fn ->
-                 if (n = next.()) < 3, do: {:error, http(503)}, else: {:ok, n}
-               end)
+      log =
+        ExUnit.CaptureLog.capture_log([level: :debug], fn ->
+          assert {:ok, 3} =
+                   RetryHandler.execute(h, fn ->
+                     if (n = next.()) < 3, do: {:error, http(503)}, else: {:ok, n}
+                   end)
+        end)
 
       stats = RetryHandler.stats(h)
       assert {stats.retries, stats.processed, stats.in_flight} == {2, 1, 0}
-      assert stats.errors == [{"http 503", 2}]
+      # Errors are counted until a progress line reports (and clears) them.
+      assert log =~ ~s|[#{h.name}]: 2 total retries, errors since last log: [("http 503", 2)]|
+      assert stats.errors == []
     end
 
     test "does not retry non-retryable errors" do
@@ -348,6 +353,17 @@ defmodule Tinkex.RetryHandlerTest do
       assert RetryHandler.stuck_message(20) ==
                "No progress made in 0.02s. Requests appear to be stuck."
     end
+  end
+
+  test "logs the Python SDK's progress lines at debug level on falling idle" do
+    h = handler()
+
+    log =
+      ExUnit.CaptureLog.capture_log([level: :debug], fn ->
+        RetryHandler.execute(h, fn -> {:ok, 1} end)
+      end)
+
+    assert log =~ "[#{h.name}]: 0 waiting, 0 in progress, 1 completed"
   end
 
   test "NIFs reject wrong types with ArgumentError" do

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::handler::{Events, Handler};
-use crate::sampling::{run_attempt, SampleContext, SampleOutput, SampleSpec};
+use crate::sampling::{run_attempt, LogLevel, SampleContext, SampleOutput, SampleSpec};
 
 /// The native state of one `Tinkex.SamplingClient`.
 #[derive(Debug)]
@@ -61,6 +61,7 @@ impl SamplingClient {
         events: &dyn Events,
     ) -> (Result<SampleOutput, Error>, SampleMeta) {
         let mut attempts = 0;
+        self.log_progress();
         let permit = self.handler.acquire().await;
         // The attempt's state machine (HTTP futures, ~2 KB) is boxed only
         // once a permit is held, so the many samples queued at the
@@ -72,6 +73,16 @@ impl SamplingClient {
         }))
         .await;
         drop(permit);
+        self.log_progress();
         (result, SampleMeta { attempts })
+    }
+
+    /// The handler's progress line, at debug level, when one is due.
+    fn log_progress(&self) {
+        if let Some(report) = self.handler.progress_report() {
+            for line in report.lines(self.handler.name()) {
+                self.ctx.observer.log(LogLevel::Debug, &line);
+            }
+        }
     }
 }

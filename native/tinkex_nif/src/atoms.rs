@@ -6,7 +6,6 @@ rustler::atoms! {
     stuck_sent,
     error,
     nil,
-    tinkex_error,
     tinkex_permit,
     tinkex_stuck,
     tinkex_backoff_over,

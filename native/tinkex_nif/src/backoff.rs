@@ -23,13 +23,21 @@ fn backoff_delay(base: u64, max: u64, jitter: f64, attempt: u64, u: f64) -> NifR
 /// The delays of retries `0..count` drawn from a generator seeded with
 /// `seed`: the same seed gives the same schedule.
 #[rustler::nif]
-fn backoff_schedule(base: u64, max: u64, jitter: f64, count: u32, seed: u64) -> NifResult<Vec<u64>> {
+fn backoff_schedule(
+    base: u64,
+    max: u64,
+    jitter: f64,
+    count: u32,
+    seed: u64,
+) -> NifResult<Vec<u64>> {
     if count > 10_000 {
         return Err(rustler::Error::BadArg);
     }
     let b = backoff(base, max, jitter)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    Ok((0..u64::from(count)).map(|k| b.sample_ms(k, &mut rng)).collect())
+    Ok((0..u64::from(count))
+        .map(|k| b.sample_ms(k, &mut rng))
+        .collect())
 }
 
 /// The delay of retry `attempt` with a fresh random draw.

@@ -1,5 +1,6 @@
-//! Core errors as terms: `{:tinkex_error, type, category, status, message,
-//! request_id, retryable}`, turned into `%Tinkex.Error{}` by Elixir.
+//! Core errors as `%Tinkex.Error{}` structs, built here so that every
+//! message the NIF sends (`sample_async/4`'s replies included, which no
+//! Elixir code touches on the way) carries the documented struct.
 
 use rustler::{Encoder, Env, Term};
 use tinkex_core::error::{Category, Error, ErrorKind};
@@ -46,27 +47,52 @@ fn category_atom(c: Category) -> rustler::Atom {
     }
 }
 
-/// Encodes a core error as the tagged tuple Elixir expects.
+mod names {
+    rustler::atoms! {
+        struct_key = "__struct__",
+        exception_key = "__exception__",
+        module = "Elixir.Tinkex.Error",
+        kind = "type",
+        category,
+        status,
+        message,
+        request_id,
+        retryable = "retryable?",
+    }
+}
+
+/// Encodes a core error as a `%Tinkex.Error{}` (the struct
+/// `defexception` defines: its fields plus `__exception__: true`).
 pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     let nil = atoms::nil().encode(env);
     let category = e.category.map_or(nil, |c| category_atom(c).encode(env));
     let status = e.status.map_or(nil, |s| s.encode(env));
     let request_id = e.request_id.as_deref().map_or(nil, |r| r.encode(env));
-    rustler::types::tuple::make_tuple(
-        env,
-        &[
-            atoms::tinkex_error().encode(env),
-            kind_atom(e.kind).encode(env),
-            category,
-            status,
-            e.message.encode(env),
-            request_id,
-            e.retryable.encode(env),
-        ],
-    )
+    let keys = [
+        names::struct_key().encode(env),
+        names::exception_key().encode(env),
+        names::kind().encode(env),
+        names::category().encode(env),
+        names::status().encode(env),
+        names::message().encode(env),
+        names::request_id().encode(env),
+        names::retryable().encode(env),
+    ];
+    let values = [
+        names::module().encode(env),
+        true.encode(env),
+        kind_atom(e.kind).encode(env),
+        category,
+        status,
+        e.message.encode(env),
+        request_id,
+        e.retryable.encode(env),
+    ];
+    // Distinct atom keys: building the map cannot fail.
+    Term::map_from_term_arrays(env, &keys, &values).unwrap_or(nil)
 }
 
-/// `{:error, error_tuple}`.
+/// `{:error, %Tinkex.Error{}}`.
 pub fn error_result<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     (atoms::error(), encode(env, e)).encode(env)
 }

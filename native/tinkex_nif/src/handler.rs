@@ -164,3 +164,12 @@ fn handler_record_failure(h: ResourceArc<HandlerRes>, label: String, retried: bo
 fn handler_live_count() -> usize {
     live_handlers()
 }
+
+/// The handler's progress lines when one is due (every 2 s, or on falling
+/// idle), else `[]`; `Tinkex.RetryHandler` logs them at debug level.
+#[rustler::nif]
+fn handler_progress(h: ResourceArc<HandlerRes>) -> Vec<String> {
+    h.0.progress_report()
+        .map(|r| r.lines(h.0.name()))
+        .unwrap_or_default()
+}

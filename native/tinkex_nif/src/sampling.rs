@@ -16,7 +16,7 @@ use tinkex_core::error::{Error, ErrorKind};
 use tinkex_core::handler::{Events, RetryEvent};
 use tinkex_core::sampling::{
     DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
-    DEFAULT_MAX_SUBMITS,
+    TopkPosition, DEFAULT_MAX_SUBMITS,
 };
 use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
 use tokio::task::AbortHandle;
@@ -51,17 +51,27 @@ pub struct ClientOpts {
 
 /// `{:ok, client}` or `{:error, message}`.
 #[rustler::nif]
-fn client_new(opts: ClientOpts, handler: ResourceArc<HandlerRes>) -> Result<ResourceArc<ClientRes>, String> {
+fn client_new(
+    opts: ClientOpts,
+    handler: ResourceArc<HandlerRes>,
+) -> Result<ResourceArc<ClientRes>, String> {
     let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
     let timings = timings::from_overrides(opts.timings)?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)
         .with_timings(timings)
-        .with_dispatch(Arc::new(DispatchLimits::new(DEFAULT_MAX_SUBMITS, opts.dispatch_bytes)));
+        .with_dispatch(Arc::new(DispatchLimits::new(
+            DEFAULT_MAX_SUBMITS,
+            opts.dispatch_bytes,
+        )));
     if let Some(pid) = opts.log_to {
-        ctx = ctx.with_log_sink(Arc::new(move |level: LogLevel, msg: &str| log_to(pid, level, msg)));
+        ctx = ctx.with_log_sink(Arc::new(move |level: LogLevel, msg: &str| {
+            log_to(pid, level, msg)
+        }));
     }
     let client = SamplingClient::new(ctx, handler.0.clone());
-    Ok(ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client)))))
+    Ok(ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(
+        client,
+    )))))
 }
 
 /// Sends `{:tinkex_log, level, message}` to the client process.
@@ -75,7 +85,8 @@ fn log_to(pid: LocalPid, level: LogLevel, msg: &str) {
         LogLevel::Warning => atoms::warning(),
         LogLevel::Error => atoms::error(),
     };
-    let _ = OwnedEnv::new().send_and_clear(&pid, |env| (atoms::tinkex_log(), level, msg).encode(env));
+    let _ =
+        OwnedEnv::new().send_and_clear(&pid, |env| (atoms::tinkex_log(), level, msg).encode(env));
 }
 
 /// Stop sequences as Elixir passes them.
@@ -195,7 +206,10 @@ fn client_sample<'a>(
         let run = AssertUnwindSafe(client.sample(&sample, events)).catch_unwind();
         let result = match run.await {
             Ok((r, _meta)) => r,
-            Err(_) => Err(Error::new(ErrorKind::Internal, "panic in the native sampler")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Internal,
+                "panic in the native sampler",
+            )),
         };
         reply.send(atoms::tinkex_sample(), move |env| match result {
             Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
@@ -254,7 +268,7 @@ struct SequenceOut {
 struct Response {
     sequences: Vec<SequenceOut>,
     prompt_logprobs: Option<Vec<Option<f32>>>,
-    topk_prompt_logprobs: Option<Vec<Option<Vec<(i32, f32)>>>>,
+    topk_prompt_logprobs: Option<Vec<TopkPosition>>,
     prompt_cache_hit_tokens: i64,
     request_id: String,
 }

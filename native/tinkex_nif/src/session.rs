@@ -13,7 +13,7 @@ use crate::runtime;
 
 /// What to sample from, as Elixir passes it.
 #[derive(NifTaggedEnum)]
-pub enum Model {
+pub enum SessionTarget {
     /// `{:base_model, "Qwen/Qwen3-8B"}`.
     BaseModel(String),
     /// `{:model_path, "tinker://..."}`.
@@ -64,11 +64,11 @@ fn session_open<'a>(
     base_url: String,
     api_key: String,
     version: String,
-    model: Model,
+    model: SessionTarget,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version)
-        .map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let ep =
+        endpoint(&base_url, &api_key, &version).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let reply = ReplyTo::new(env.pid(), reference);
     runtime::get().spawn(async move {
         let result = open(&ep, model).await;
@@ -80,12 +80,12 @@ fn session_open<'a>(
     Ok(atoms::ok())
 }
 
-async fn open(ep: &Endpoint, model: Model) -> Result<Opened, tinkex_core::error::Error> {
+async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
     let flags = session::client_config(ep).await?;
     let model_ref = match &model {
-        Model::BaseModel(m) => ModelRef::BaseModel(m),
-        Model::ModelPath(p) => ModelRef::ModelPath(p),
-        Model::SamplingSessionId(id) => {
+        SessionTarget::BaseModel(m) => ModelRef::BaseModel(m),
+        SessionTarget::ModelPath(p) => ModelRef::ModelPath(p),
+        SessionTarget::SamplingSessionId(id) => {
             return Ok(Opened {
                 session_id: None,
                 sampling_session_id: id.clone(),
@@ -113,8 +113,8 @@ fn session_heartbeat<'a>(
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version)
-        .map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let ep =
+        endpoint(&base_url, &api_key, &version).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let reply = ReplyTo::new(env.pid(), reference);
     runtime::get().spawn(async move {
         let result = session::heartbeat(&ep, &session_id).await;

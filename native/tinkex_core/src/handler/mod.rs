@@ -33,6 +33,7 @@ mod cache;
 mod counters;
 mod events;
 mod permit;
+mod progress;
 mod signal;
 mod watchdog;
 
@@ -52,6 +53,7 @@ pub use cache::live_handlers;
 pub use counters::Stats;
 pub use events::{Events, NoEvents, RetryEvent};
 pub use permit::Permit;
+pub use progress::{ProgressReport, PROGRESS_INTERVAL};
 pub use signal::OnStuck;
 
 use counters::{Counters, Gauge};
@@ -69,6 +71,10 @@ pub struct Handler {
     /// Last success, or the moment the handler last became busy, in µs
     /// after `epoch`. The watchdog's deadline is this plus the timeout.
     last_progress_us: AtomicU64,
+    /// When the last progress report was claimed, µs after `epoch`.
+    last_report_us: AtomicU64,
+    /// processed + failed + retries at the last progress report.
+    reported_events: AtomicU64,
     /// Stuck signals of the executions holding a permit, by permit id.
     in_flight: Mutex<HashMap<u64, Arc<StuckSignal>>>,
     next_id: AtomicU64,
@@ -105,6 +111,8 @@ impl Handler {
             counters: Counters::default(),
             epoch: Instant::now(),
             last_progress_us: AtomicU64::new(0),
+            last_report_us: AtomicU64::new(0),
+            reported_events: AtomicU64::new(0),
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             watchdog_wake: Arc::new(Notify::new()),

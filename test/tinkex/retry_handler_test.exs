@@ -45,14 +45,6 @@ defmodule Tinkex.RetryHandlerTest do
       assert RetryHandler.stats(c).available_permits == 2
     end
 
-    test "unused handlers are freed" do
-      before = RetryHandler.live_count()
-      pid = spawn(fn -> handler() && receive(do: (:stop -> :ok)) end)
-      wait_until(fn -> RetryHandler.live_count() >= before + 1 end)
-      send(pid, :stop)
-      wait_until(fn -> :erlang.garbage_collect() && RetryHandler.live_count() <= before end)
-    end
-
     test "an invalid config raises" do
       assert_raise ArgumentError, ~r/:max_connections/, fn ->
         RetryHandler.get("x", max_connections: 0)

@@ -1,0 +1,39 @@
+defmodule Tinkex.RetryHandlerCacheTest do
+  # Not async: it counts the VM's live handlers, which other tests change.
+  use ExUnit.Case, async: false
+
+  alias Tinkex.RetryHandler
+
+  test "a handler nobody holds is freed; one in use is kept" do
+    before = RetryHandler.live_count()
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        h = RetryHandler.get("cache-#{System.unique_integer([:positive])}", max_connections: 3)
+        send(parent, {:got, h.name})
+        receive do: (:stop -> :ok)
+      end)
+
+    assert_receive {:got, name}
+    :erlang.garbage_collect()
+    assert RetryHandler.live_count() == before + 1
+    # Same name and config while held: the same handler, not a new one.
+    again = RetryHandler.get(name, max_connections: 3)
+    assert RetryHandler.live_count() == before + 1
+    send(holder, :stop)
+    _ = again
+
+    wait_until(fn ->
+      Enum.each(Process.list(), &:erlang.garbage_collect/1) && RetryHandler.live_count() == before
+    end)
+  end
+
+  defp wait_until(fun, tries \\ 200) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition never held")
+      true -> Process.sleep(5) && wait_until(fun, tries - 1)
+    end
+  end
+end

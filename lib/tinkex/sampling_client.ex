@@ -378,7 +378,7 @@ defmodule Tinkex.SamplingClient do
 
     s =
       case result do
-        :ok ->
+        {:ok, _} ->
           %{s | failing_since: nil}
 
         {:error, native} ->

@@ -75,9 +75,8 @@ defmodule Tinkex.SamplingClientTest do
       %{session_id: sid, sampling_session_id: ssid} = SamplingClient.session(client)
       assert sid =~ "sim-session"
       assert ssid == "#{sid}:sample:0"
-      Process.sleep(150)
+      wait_until(fn -> length(TinkerSim.log(sim, endpoint: "session_heartbeat")) >= 2 end)
       beats = TinkerSim.log(sim, endpoint: "session_heartbeat")
-      assert length(beats) >= 2
       assert Enum.all?(beats, &(&1["body"]["session_id"] == sid))
     end
 

@@ -49,14 +49,16 @@ pub struct ClientOpts {
     log_to: Option<LocalPid>,
 }
 
-/// `{:ok, client}` or `{:error, message}`.
-#[rustler::nif]
+/// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
+/// URL's TLS client (milliseconds); it runs once per client.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn client_new(
     opts: ClientOpts,
     handler: ResourceArc<HandlerRes>,
-) -> Result<ResourceArc<ClientRes>, String> {
+) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
     let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
-    let timings = timings::from_overrides(opts.timings)?;
+    let timings =
+        timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)
         .with_timings(timings)
         .with_dispatch(Arc::new(DispatchLimits::new(
@@ -69,9 +71,8 @@ fn client_new(
         }));
     }
     let client = SamplingClient::new(ctx, handler.0.clone());
-    Ok(ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(
-        client,
-    )))))
+    let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
+    Ok((atoms::ok(), client))
 }
 
 /// Sends `{:tinkex_log, level, message}` to the client process.

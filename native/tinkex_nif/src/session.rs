@@ -50,15 +50,18 @@ struct Opened {
     flags: Flags,
 }
 
-pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> Result<Endpoint, String> {
-    Endpoint::with_sdk_version(base_url, api_key, version).map_err(|e| e.message)
+/// The endpoint, or `{:error, message}` for a bad URL or key.
+pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifResult<Endpoint> {
+    Endpoint::with_sdk_version(base_url, api_key, version)
+        .map_err(|e| rustler::Error::Term(Box::new(e.message)))
 }
 
 /// Reads the server flags and, unless given an existing sampling session,
 /// creates a session and a sampling session. Answers
 /// `{:tinkex_session, ref, {:ok, %{session_id, sampling_session_id, flags}}
-/// | {:error, error}}`; `{:error, message}` at once for a bad URL.
-#[rustler::nif]
+/// | {:error, error}}`; `{:error, message}` at once for a bad URL. Dirty:
+/// the first use of a base URL builds its TLS client (milliseconds).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
     env: Env<'a>,
     base_url: String,
@@ -67,17 +70,27 @@ fn session_open<'a>(
     model: SessionTarget,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep =
-        endpoint(&base_url, &api_key, &version).map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
+    spawn_answer(reply, atoms::tinkex_session(), async move {
+        open(&ep, model).await
+    });
+    Ok(atoms::ok())
+}
+
+/// Runs `work` on tokio and sends `{tag, ref, {:ok, value} | {:error, error}}`.
+fn spawn_answer<T, F>(reply: ReplyTo, tag: Atom, work: F)
+where
+    T: Encoder + Send + 'static,
+    F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
+{
     runtime::get().spawn(async move {
-        let result = open(&ep, model).await;
-        reply.send(atoms::tinkex_session(), move |env| match result {
-            Ok(o) => (atoms::ok(), o).encode(env),
+        let result = work.await;
+        reply.send(tag, move |env| match result {
+            Ok(v) => (atoms::ok(), v).encode(env),
             Err(e) => error::error_result(env, &e),
         });
     });
-    Ok(atoms::ok())
 }
 
 async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
@@ -104,7 +117,7 @@ async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core
 }
 
 /// One heartbeat; answers `{:tinkex_heartbeat, ref, :ok | {:error, error}}`.
-#[rustler::nif]
+#[rustler::nif(schedule = "DirtyCpu")]
 fn session_heartbeat<'a>(
     env: Env<'a>,
     base_url: String,
@@ -113,15 +126,10 @@ fn session_heartbeat<'a>(
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep =
-        endpoint(&base_url, &api_key, &version).map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    runtime::get().spawn(async move {
-        let result = session::heartbeat(&ep, &session_id).await;
-        reply.send(atoms::tinkex_heartbeat(), move |env| match result {
-            Ok(()) => atoms::ok().encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
+    spawn_answer(reply, atoms::tinkex_heartbeat(), async move {
+        session::heartbeat(&ep, &session_id).await
     });
     Ok(atoms::ok())
 }

@@ -41,11 +41,18 @@ pub async fn sleep_until(deadline: Instant) {
     if deadline <= Instant::now() {
         return;
     }
+    // What is left, measured on tokio's clock and scheduled on the real
+    // one: the same thing, unless a test paused tokio's clock.
+    let left = deadline.saturating_duration_since(Instant::now());
     let (tx, rx) = oneshot::channel();
-    timer().schedule(deadline.into_std(), tx);
+    timer().schedule(std::time::Instant::now() + left, tx);
     // The timer thread never drops a sender before firing it; an error can
     // only mean it is gone, and then waking now is the safe answer.
     let _ = rx.await;
+    if Instant::now() < deadline {
+        // Only a paused clock gets here: let tokio's timer advance it.
+        tokio::time::sleep_until(deadline).await;
+    }
 }
 
 type Entry = Reverse<(std::time::Instant, u64)>;
@@ -144,6 +151,13 @@ mod tests {
         errs.sort();
         // Generous: a loaded CI machine may be slow, never early.
         assert!(errs[errs.len() / 2] < Duration::from_millis(20), "{errs:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_a_paused_clock() {
+        let start = Instant::now();
+        sleep_until(start + Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test]

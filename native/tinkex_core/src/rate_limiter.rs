@@ -22,7 +22,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,8 +43,14 @@ pub struct RateLimiter {
     /// The backoff deadline (`NONE` when there is no backoff). Only moves
     /// later through `set_backoff`, or to `NONE` through `clear`.
     deadline_us: AtomicU64,
-    /// Wakes sleeping waiters when the backoff is cleared early.
-    cleared: Notify,
+    /// Wakes waiters when the backoff is cleared early, or a probe ends.
+    changed: Notify,
+    /// Set by every backoff; cleared by `clear` or a probe that got
+    /// through. While set, an expired backoff lets one probe request go
+    /// first (see [`RateLimiter::wait_turn`]).
+    tripped: AtomicBool,
+    /// A probe request is in flight.
+    probing: AtomicBool,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
@@ -77,7 +83,9 @@ impl RateLimiter {
         RateLimiter {
             epoch: Instant::now(),
             deadline_us: AtomicU64::new(NONE),
-            cleared: Notify::new(),
+            changed: Notify::new(),
+            tripped: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -112,6 +120,7 @@ impl RateLimiter {
     /// Backs off for `d` from now, unless a later deadline is already set
     /// (a backoff is never shortened). Returns the deadline in force.
     pub fn set_backoff(&self, d: Duration) -> Instant {
+        self.tripped.store(true, Ordering::Release);
         let wanted = self
             .now_us()
             .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -134,8 +143,9 @@ impl RateLimiter {
 
     /// Ends the backoff now and wakes every waiter.
     pub fn clear(&self) {
-        if self.deadline_us.swap(NONE, Ordering::AcqRel) != NONE {
-            self.cleared.notify_waiters();
+        let had = self.deadline_us.swap(NONE, Ordering::AcqRel) != NONE;
+        if self.tripped.swap(false, Ordering::AcqRel) || had {
+            self.changed.notify_waiters();
         }
     }
 
@@ -174,7 +184,7 @@ impl RateLimiter {
         Fut: std::future::Future<Output = ()>,
     {
         loop {
-            let notified = self.cleared.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
             // Register for `clear` before reading the deadline, so a clear
             // between the read and the sleep is not missed.
@@ -186,6 +196,67 @@ impl RateLimiter {
                 _ = sleep_until(deadline) => {}
                 _ = &mut notified => {}
             }
+        }
+    }
+}
+
+/// The right to send the first request after a backoff expired. Report
+/// the outcome with [`Probe::passed`] when the server took the request;
+/// on a 429 set a new backoff and drop the probe; dropping it for any
+/// other reason hands the probe to the next waiter.
+#[must_use = "drop the probe, or call passed(), to release the waiters"]
+#[derive(Debug)]
+pub struct Probe<'a> {
+    limiter: &'a RateLimiter,
+}
+
+impl Probe<'_> {
+    /// The probe got through: the backoff is over for everyone.
+    pub fn passed(self) {
+        self.limiter.tripped.store(false, Ordering::Release);
+        // Drop releases `probing` and wakes the waiters.
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.limiter.probing.store(false, Ordering::Release);
+        self.limiter.changed.notify_waiters();
+    }
+}
+
+impl RateLimiter {
+    /// Waits for this request's turn to submit: past the backoff (one
+    /// precise sleep), and then — if a 429 tripped the limiter — behind a
+    /// single probe. The first waiter to find the backoff expired gets the
+    /// [`Probe`] and sends alone; the others go once it passes, or sleep
+    /// again if it met another 429. So a service that is still overloaded
+    /// gets one request per backoff window instead of the whole queue
+    /// (the Python SDK releases every waiter on its next 1 s check).
+    /// Returns `None` when the way is clear.
+    pub async fn wait_turn(&self) -> Option<Probe<'_>> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(deadline) = self.deadline() {
+                tokio::select! {
+                    _ = crate::precise_sleep::sleep_until(deadline) => {}
+                    _ = &mut notified => {}
+                }
+                continue;
+            }
+            if !self.tripped.load(Ordering::Acquire) {
+                return None;
+            }
+            if self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(Probe { limiter: self });
+            }
+            notified.await;
         }
     }
 }
@@ -251,6 +322,40 @@ mod tests {
             rl.wait_precise().await;
             assert!(Instant::now() >= dl);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_goes_first_after_a_backoff() {
+        let rl = Arc::new(RateLimiter::new());
+        assert!(rl.wait_turn().await.is_none(), "never tripped: free");
+        rl.set_backoff(Duration::from_millis(100));
+        let probe = rl.wait_turn().await.expect("first after the backoff probes");
+        let rl2 = rl.clone();
+        let follower = tokio::spawn(async move { rl2.wait_turn().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!follower.is_finished(), "waits behind the probe");
+        probe.passed();
+        assert!(follower.await.unwrap(), "released, with no probe of its own");
+        assert!(rl.wait_turn().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_meets_a_429_puts_everyone_back_to_sleep() {
+        let rl = Arc::new(RateLimiter::new());
+        rl.set_backoff(Duration::from_millis(100));
+        let probe = rl.wait_turn().await.unwrap();
+        let rl2 = rl.clone();
+        let start = Instant::now();
+        let follower = tokio::spawn(async move {
+            let p = rl2.wait_turn().await;
+            (p.is_some(), Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        rl.set_backoff(Duration::from_millis(200));
+        drop(probe);
+        let (probed, at) = follower.await.unwrap();
+        assert!(probed, "the follower probes next");
+        assert!(at.duration_since(start) >= Duration::from_millis(200));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! A success does not clear the shared backoff: the backoff simply
 //! expires. Clearing it would let every waiting request of the key through
 //! at once on the first success — the thundering herd the backoff exists
-//! to prevent (the Python SDK never clears it either).
+//! to prevent (the Python SDK never clears it either). When it expires,
+//! one probe request goes first and the others follow only once it got an
+//! answer other than 429 ([`crate::rate_limiter::RateLimiter::wait_turn`]).
 
 use std::time::Duration;
 
@@ -98,7 +100,9 @@ pub(crate) async fn submit(
     let mut sends: u32 = 0;
     let mut failures: u32 = 0;
     loop {
-        ctx.limiter.wait().await;
+        // Held until the end of this turn: on a 429 the new backoff is set
+        // before the probe is released.
+        let mut probe = ctx.limiter.wait_turn().await;
         let rb = ctx
             .endpoint
             .post_url(ctx.endpoint.asample_url(), &key, sends)
@@ -107,7 +111,15 @@ pub(crate) async fn submit(
             .body(body.clone());
         let rb = ctx.endpoint.sdk_headers(rb, spec.method.header());
         sends = sends.saturating_add(1);
-        match classify(ctx.endpoint.send(rb).await) {
+        let step = classify(ctx.endpoint.send(rb).await);
+        if !matches!(step, Step::RateLimited(_)) {
+            if let Some(p) = probe.take() {
+                // The service answered something other than 429: the storm
+                // is over for every waiter of the key.
+                p.passed();
+            }
+        }
+        match step {
             Step::Done(a) => {
                 return Ok(Submitted {
                     request_id: a.request_id,

@@ -329,13 +329,19 @@ mod tests {
         let rl = Arc::new(RateLimiter::new());
         assert!(rl.wait_turn().await.is_none(), "never tripped: free");
         rl.set_backoff(Duration::from_millis(100));
-        let probe = rl.wait_turn().await.expect("first after the backoff probes");
+        let probe = rl
+            .wait_turn()
+            .await
+            .expect("first after the backoff probes");
         let rl2 = rl.clone();
         let follower = tokio::spawn(async move { rl2.wait_turn().await.is_none() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!follower.is_finished(), "waits behind the probe");
         probe.passed();
-        assert!(follower.await.unwrap(), "released, with no probe of its own");
+        assert!(
+            follower.await.unwrap(),
+            "released, with no probe of its own"
+        );
         assert!(rl.wait_turn().await.is_none());
     }
 

@@ -1,3 +1,6 @@
 :inets.start()
-ExUnit.configure(exclude: [:chaos_long])
+# The chaos suite (test/chaos/) is tagged :chaos and :chaos_long and always
+# runs: its size is chosen at run time. A plain `mix test` runs its short
+# version; `mix test --only chaos_long` (or `--include chaos_long`, or
+# `--only chaos`) runs the long one. See the top of test/chaos/chaos_test.exs.
 ExUnit.start(capture_log: true)

@@ -312,14 +312,18 @@ defmodule Tinkex.RetryHandlerTest do
     end
 
     test "progress anywhere in the handler pushes the deadline" do
-      h = handler(progress_timeout_ms: 300)
+      # Without the quick success at ~500 ms the slow one (2.3 s) would be
+      # stuck at 2 s; with it, the deadline moves to ~2.5 s.
+      h = handler(progress_timeout_ms: 2_000)
 
       slow =
-        Task.async(fn -> RetryHandler.execute(h, fn -> Process.sleep(450) && {:ok, :slow} end) end)
+        Task.async(fn ->
+          RetryHandler.execute(h, fn -> Process.sleep(2_300) && {:ok, :slow} end)
+        end)
 
-      Process.sleep(200)
+      Process.sleep(500)
       assert {:ok, :quick} = RetryHandler.execute(h, fn -> {:ok, :quick} end)
-      assert {:ok, :slow} = Task.await(slow)
+      assert {:ok, :slow} = Task.await(slow, 10_000)
     end
 
     test "enable_stuck_detection: false disables it" do

@@ -129,10 +129,23 @@ defmodule Tinkex.SamplingClient.Options do
 
   defp api_key(opts) do
     case Keyword.get_lazy(opts, :api_key, fn -> System.get_env("TINKER_API_KEY") end) do
-      nil -> error("missing :api_key: pass api_key: \"tml-...\" or set TINKER_API_KEY")
-      "" -> error("invalid value for :api_key: expected a non-empty string, got: \"\"")
-      key when is_binary(key) -> {:ok, key}
-      other -> invalid(:api_key, redact(other), "a string")
+      nil ->
+        error("missing :api_key: pass api_key: \"tml-...\" or set TINKER_API_KEY")
+
+      "" ->
+        error("invalid value for :api_key: expected a non-empty string, got: \"\"")
+
+      key when is_binary(key) ->
+        # It travels as a header: printable ASCII only (never echoed back).
+        if key =~ ~r/\A[\x21-\x7e]+\z/,
+          do: {:ok, key},
+          else:
+            error(
+              "invalid value for :api_key: expected printable ASCII characters without spaces, got a string that has others (not shown)"
+            )
+
+      other ->
+        invalid(:api_key, redact(other), "a string")
     end
   end
 

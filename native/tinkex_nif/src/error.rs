@@ -2,7 +2,7 @@
 //! message the NIF sends (`sample_async/4`'s replies included, which no
 //! Elixir code touches on the way) carries the documented struct.
 
-use rustler::{Encoder, Env, Term};
+use rustler::{Encoder, Env, MapIterator, Term, TermType};
 use tinkex_core::error::{Category, Error, ErrorKind};
 
 use crate::atoms;
@@ -90,6 +90,44 @@ pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     ];
     // Distinct atom keys: building the map cannot fail.
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or(nil)
+}
+
+/// Decodes a structured argument (a `NifMap` or `NifTaggedEnum`) so that a
+/// term of the wrong shape raises `ArgumentError`, like every other bad
+/// argument: the derived decoders raise an `ErlangError` with a string
+/// instead.
+pub fn decode_arg<'a, T: rustler::Decoder<'a>>(term: Term<'a>) -> rustler::NifResult<T> {
+    if !lists_proper(term, 0) {
+        return Err(rustler::Error::BadArg);
+    }
+    term.decode().map_err(|_| rustler::Error::BadArg)
+}
+
+/// Whether every list in `term` (down to the depth our decoders read) is
+/// proper: rustler's `Vec` decoder panics on an improper list.
+fn lists_proper(term: Term<'_>, depth: u32) -> bool {
+    if depth > 8 {
+        return true; // deeper than any argument's shape: never decoded
+    }
+    match term.get_type() {
+        TermType::List => {
+            let mut rest = term;
+            while !rest.is_empty_list() {
+                match rest.list_get_cell() {
+                    Ok((head, tail)) if lists_proper(head, depth + 1) => rest = tail,
+                    _ => return false,
+                }
+            }
+            true
+        }
+        TermType::Tuple => rustler::types::tuple::get_tuple(term).map_or(true, |items| {
+            items.iter().all(|t| lists_proper(*t, depth + 1))
+        }),
+        TermType::Map => MapIterator::new(term).is_none_or(|mut entries| {
+            entries.all(|(k, v)| lists_proper(k, depth + 1) && lists_proper(v, depth + 1))
+        }),
+        _ => true,
+    }
 }
 
 /// `{:error, %Tinkex.Error{}}`.

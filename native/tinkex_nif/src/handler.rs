@@ -9,6 +9,7 @@ use tokio::task::AbortHandle;
 
 use crate::atoms;
 use crate::config::NativeConfig;
+use crate::error::decode_arg;
 use crate::jobs::ReplyTo;
 use crate::runtime;
 
@@ -57,11 +58,21 @@ impl Drop for Lease {
     }
 }
 
-/// `{:ok, handler}` or `{:error, message}`.
+/// `{:ok, handler}` or `{:error, message}`; a config of the wrong shape
+/// raises `ArgumentError`.
 #[rustler::nif]
-fn handler_get(name: String, config: NativeConfig) -> Result<ResourceArc<HandlerRes>, String> {
-    let config = config.into_core()?;
-    Ok(ResourceArc::new(HandlerRes(Handler::get(&name, config))))
+fn handler_get<'a>(
+    name: String,
+    config: Term<'a>,
+) -> rustler::NifResult<(Atom, ResourceArc<HandlerRes>)> {
+    let config: NativeConfig = decode_arg(config)?;
+    let config = config
+        .into_core()
+        .map_err(|m| rustler::Error::Term(Box::new(m)))?;
+    Ok((
+        atoms::ok(),
+        ResourceArc::new(HandlerRes(Handler::get(&name, config))),
+    ))
 }
 
 #[derive(NifMap)]

@@ -52,10 +52,11 @@ pub struct ClientOpts {
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
 /// URL's TLS client (milliseconds); it runs once per client.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn client_new(
-    opts: ClientOpts,
+fn client_new<'a>(
+    opts: Term<'a>,
     handler: ResourceArc<HandlerRes>,
 ) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
+    let opts: ClientOpts = error::decode_arg(opts)?;
     let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
     let timings =
         timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
@@ -180,9 +181,10 @@ impl rustler::Resource for Job {
 fn client_sample<'a>(
     env: Env<'a>,
     client: ResourceArc<ClientRes>,
-    spec: SpecArg<'a>,
+    spec: Term<'a>,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
+    let spec: SpecArg<'a> = error::decode_arg(spec)?;
     let pid = env.pid();
     let sample = decode_spec(&spec)?;
     let tokens_as_binary = spec.tokens_as_binary;

@@ -67,9 +67,10 @@ fn session_open<'a>(
     base_url: String,
     api_key: String,
     version: String,
-    model: SessionTarget,
+    model: Term<'a>,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
+    let model: SessionTarget = error::decode_arg(model)?;
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(reply, atoms::tinkex_session(), async move {

@@ -140,6 +140,28 @@ defmodule Tinkex.SamplingClientTest do
       assert clients == []
     end
 
+    test "a set-up that outlives init_timeout_ms is abandoned, and stops retrying", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [%{"endpoint" => "create_session", "action" => %{"status" => 503}}]
+        })
+
+      Process.flag(:trap_exit, true)
+
+      assert {:error, %Error{type: :timeout}} =
+               SamplingClient.start_link(
+                 base_url: sim.base_url,
+                 api_key: @key,
+                 base_model: "m",
+                 init_timeout_ms: 300
+               )
+
+      # The session calls retry 0.5, 1, 2 … s apart; none may follow now.
+      sent = length(TinkerSim.log(sim, endpoint: "create_session"))
+      Process.sleep(1_500)
+      assert length(TinkerSim.log(sim, endpoint: "create_session")) == sent
+    end
+
     test "a wrong API key is a 401 error", %{sim: sim} do
       Process.flag(:trap_exit, true)
 

@@ -1,7 +1,14 @@
-//! Replies from tokio to an Elixir process: `{tag, ref, payload}`.
+//! Work on tokio for an Elixir process: replies as `{tag, ref, payload}`,
+//! and the work ends when the process does.
 
 use rustler::env::SavedTerm;
-use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
+use std::future::Future;
+use std::sync::Mutex;
+
+use rustler::{Atom, Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
+use tokio::task::AbortHandle;
+
+use crate::runtime;
 
 /// Where one reply goes: the caller's pid and its ref, saved out of the
 /// NIF call so a tokio thread can send later.
@@ -45,4 +52,43 @@ impl ReplyTo {
             (tag, copied.load(env), payload(env)).encode(env)
         });
     }
+}
+
+/// Work running for one Elixir process. It monitors that process: if the
+/// process dies, the work is aborted (which drops whatever it held —
+/// permits, requests — at once).
+pub struct Job {
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for Job {
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        if let Some(h) = self.abort.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+    }
+}
+
+/// Spawns `work` on the runtime, tied to the calling process. Returns
+/// `false`, spawning nothing, when the caller is already dead.
+pub fn spawn_for_caller<F>(env: Env<'_>, work: F) -> bool
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let pid = env.pid();
+    let job = ResourceArc::new(Job {
+        abort: Mutex::new(None),
+    });
+    if job.monitor(Some(env), &pid).is_none() {
+        return false;
+    }
+    let keep = job.clone();
+    let task = runtime::get().spawn(async move {
+        // Holding the job keeps its monitor alive until the work ends.
+        let _job = keep;
+        work.await
+    });
+    *job.abort.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    true
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use rustler::{
-    Atom, Binary, Encoder, Env, LocalPid, Monitor, NifMap, NifStruct, NifTaggedEnum, OwnedEnv,
-    ResourceArc, Term,
+    Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
+    Term,
 };
 use tinkex_core::client::SamplingClient;
 use tinkex_core::error::{Error, ErrorKind};
@@ -19,13 +19,11 @@ use tinkex_core::sampling::{
     TopkPosition, DEFAULT_MAX_SUBMITS,
 };
 use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
-use tokio::task::AbortHandle;
 
 use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
-use crate::jobs::ReplyTo;
-use crate::runtime;
+use crate::jobs::{spawn_for_caller, ReplyTo};
 use crate::session::endpoint;
 use crate::timings;
 
@@ -155,27 +153,6 @@ fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
     Ok(spec)
 }
 
-/// A running sample. It monitors the caller: if the caller dies, the
-/// sample is aborted, which drops its permit and stops its requests.
-pub struct Job {
-    abort: Mutex<Option<AbortHandle>>,
-}
-
-impl Job {
-    fn abort(&self) {
-        if let Some(h) = self.abort.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            h.abort();
-        }
-    }
-}
-
-#[rustler::resource_impl]
-impl rustler::Resource for Job {
-    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
-        self.abort();
-    }
-}
-
 /// Starts a sample for the calling process; `:ok` at once.
 #[rustler::nif]
 fn client_sample<'a>(
@@ -189,19 +166,9 @@ fn client_sample<'a>(
     let sample = decode_spec(&spec)?;
     let tokens_as_binary = spec.tokens_as_binary;
     let events = spec.events.then(|| EventsTo::new(pid, reference));
-    let job = ResourceArc::new(Job {
-        abort: Mutex::new(None),
-    });
-    if job.monitor(Some(env), &pid).is_none() {
-        return Ok(atoms::ok()); // the caller is already gone
-    }
     let reply = ReplyTo::new(pid, reference);
     let client = Arc::clone(&client.0);
-    let keep = job.clone();
-    let task = runtime::get().spawn(async move {
-        // Holding the job keeps its monitor (and so the abort on the
-        // caller's death) alive until the sample ends.
-        let _job = keep;
+    spawn_for_caller(env, async move {
         let events: &dyn Events = match &events {
             Some(e) => e,
             None => &tinkex_core::handler::NoEvents,
@@ -219,7 +186,6 @@ fn client_sample<'a>(
             Err(e) => error::error_result(env, &e),
         });
     });
-    *job.abort.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
     Ok(atoms::ok())
 }
 

@@ -8,8 +8,7 @@ use tinkex_core::wire::ServerFlags;
 
 use crate::atoms;
 use crate::error;
-use crate::jobs::ReplyTo;
-use crate::runtime;
+use crate::jobs::{spawn_for_caller, ReplyTo};
 
 /// What to sample from, as Elixir passes it.
 #[derive(NifTaggedEnum)]
@@ -73,19 +72,21 @@ fn session_open<'a>(
     let model: SessionTarget = error::decode_arg(model)?;
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(reply, atoms::tinkex_session(), async move {
+    spawn_answer(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
     });
     Ok(atoms::ok())
 }
 
-/// Runs `work` on tokio and sends `{tag, ref, {:ok, value} | {:error, error}}`.
-fn spawn_answer<T, F>(reply: ReplyTo, tag: Atom, work: F)
+/// Runs `work` on tokio for the calling process (aborted if it dies: a
+/// client that gave up on its set-up stops retrying it) and sends
+/// `{tag, ref, {:ok, value} | {:error, error}}`.
+fn spawn_answer<T, F>(env: Env<'_>, reply: ReplyTo, tag: Atom, work: F)
 where
     T: Encoder + Send + 'static,
     F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
 {
-    runtime::get().spawn(async move {
+    spawn_for_caller(env, async move {
         let result = work.await;
         reply.send(tag, move |env| match result {
             Ok(v) => (atoms::ok(), v).encode(env),
@@ -129,7 +130,7 @@ fn session_heartbeat<'a>(
 ) -> rustler::NifResult<Atom> {
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(reply, atoms::tinkex_heartbeat(), async move {
+    spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
     });
     Ok(atoms::ok())

@@ -61,6 +61,6 @@ defmodule Tinkex.Native do
   def session_open(_base_url, _api_key, _version, _model, _ref), do: err()
   def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
   def client_new(_opts, _handler), do: err()
-  def client_sample(_client, _spec, _ref), do: err()
+  def client_sample(_client, _spec), do: err()
   def client_stats(_client), do: err()
 end

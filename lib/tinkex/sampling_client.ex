@@ -147,9 +147,9 @@ defmodule Tinkex.SamplingClient do
   def sample_async(client, prompt, params, opts \\ []) do
     with {:ok, handle} <- handle(client),
          {:ok, spec} <- Request.sample_spec(prompt, params, opts, handle) do
-      ref = make_ref()
-      :ok = Native.client_sample(handle.client, %{spec | events: false}, ref)
-      {:ok, ref}
+      # The native job's term is the reference: unique, and nothing is kept
+      # per pending sample to remember it.
+      {:ok, Native.client_sample(handle.client, %{spec | events: false})}
     end
   end
 
@@ -234,9 +234,8 @@ defmodule Tinkex.SamplingClient do
   end
 
   defp run(handle, spec) do
-    ref = make_ref()
     start = System.monotonic_time(:millisecond)
-    :ok = Native.client_sample(handle.client, spec, ref)
+    ref = Native.client_sample(handle.client, spec)
     result = await(ref, handle, spec.events, 1)
 
     if spec.events do

@@ -39,21 +39,6 @@ impl ReplyTo {
     }
 }
 
-impl ReplyTo {
-    /// Sends `{tag, ref, payload}` and keeps the destination for more:
-    /// the ref is copied into each message's own env.
-    pub fn send_again<F>(&self, tag: Atom, payload: F)
-    where
-        F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
-    {
-        let mut msg = OwnedEnv::new();
-        let copied = self.owned.run(|env| msg.save(self.saved.load(env)));
-        let _ = msg.send_and_clear(&self.pid, |env| {
-            (tag, copied.load(env), payload(env)).encode(env)
-        });
-    }
-}
-
 /// Work running for one Elixir process. It monitors that process: if the
 /// process dies, the work is aborted (which drops whatever it held —
 /// permits, requests — at once).
@@ -70,25 +55,60 @@ impl rustler::Resource for Job {
     }
 }
 
-/// Spawns `work` on the runtime, tied to the calling process. Returns
-/// `false`, spawning nothing, when the caller is already dead.
-pub fn spawn_for_caller<F>(env: Env<'_>, work: F) -> bool
+/// Replies about one job, naming it by the job's own resource term (which
+/// the caller got back from the NIF): no `OwnedEnv` is kept per pending
+/// job — each costs about 1.6 KB — only the message's own, made at send.
+#[derive(Clone)]
+pub struct JobReply {
+    pid: LocalPid,
+    job: ResourceArc<Job>,
+}
+
+impl JobReply {
+    /// Sends `{tag, job, payload}`; ignores a dead receiver. Must run on a
+    /// non-scheduler thread (tokio), where `send_and_clear` is allowed.
+    pub fn send<F>(&self, tag: Atom, payload: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+    {
+        let _ = OwnedEnv::new().send_and_clear(&self.pid, |env| {
+            (tag, self.job.encode(env), payload(env)).encode(env)
+        });
+    }
+}
+
+/// Spawns `work` on the runtime, tied to the calling process, and returns
+/// the job (its term names the job in every reply). `None`, spawning
+/// nothing, when the caller is already dead.
+pub fn start_job<W, F>(env: Env<'_>, work: W) -> Option<ResourceArc<Job>>
 where
+    W: FnOnce(JobReply) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let pid = env.pid();
     let job = ResourceArc::new(Job {
         abort: Mutex::new(None),
     });
-    if job.monitor(Some(env), &pid).is_none() {
-        return false;
-    }
-    let keep = job.clone();
-    let task = runtime::get().spawn(async move {
-        // Holding the job keeps its monitor alive until the work ends.
-        let _job = keep;
-        work.await
+    job.monitor(Some(env), &pid)?;
+    // The reply holds the job, which keeps its monitor alive until the
+    // work ends.
+    let fut = work(JobReply {
+        pid,
+        job: job.clone(),
     });
+    let task = runtime::get().spawn(fut);
     *job.abort.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
-    true
+    Some(job)
+}
+
+/// [`start_job`] for work that answers through a [`ReplyTo`] of its own.
+pub fn spawn_for_caller<F>(env: Env<'_>, work: F) -> bool
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    start_job(env, |job| async move {
+        let _job = job;
+        work.await
+    })
+    .is_some()
 }

@@ -4,7 +4,7 @@
 //! {:error, error}}`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use rustler::{
@@ -23,7 +23,7 @@ use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
 use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
-use crate::jobs::{spawn_for_caller, ReplyTo};
+use crate::jobs::{start_job, Job, JobReply};
 use crate::session::endpoint;
 use crate::timings;
 
@@ -153,22 +153,23 @@ fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
     Ok(spec)
 }
 
-/// Starts a sample for the calling process; `:ok` at once.
+/// Starts a sample for the calling process and returns its job at once.
+/// The result arrives as `{:tinkex_sample, job, {:ok, response} |
+/// {:error, error}}` (with `events`, `{:tinkex_event, job, ...}` before it
+/// per failed attempt). If the caller dies, the sample is aborted.
 #[rustler::nif]
 fn client_sample<'a>(
     env: Env<'a>,
     client: ResourceArc<ClientRes>,
     spec: Term<'a>,
-    reference: Term<'a>,
-) -> rustler::NifResult<Atom> {
+) -> rustler::NifResult<ResourceArc<Job>> {
     let spec: SpecArg<'a> = error::decode_arg(spec)?;
-    let pid = env.pid();
     let sample = decode_spec(&spec)?;
     let tokens_as_binary = spec.tokens_as_binary;
-    let events = spec.events.then(|| EventsTo::new(pid, reference));
-    let reply = ReplyTo::new(pid, reference);
+    let with_events = spec.events;
     let client = Arc::clone(&client.0);
-    spawn_for_caller(env, async move {
+    start_job(env, move |reply| async move {
+        let events = with_events.then(|| EventsTo(reply.clone()));
         let events: &dyn Events = match &events {
             Some(e) => e,
             None => &tinkex_core::handler::NoEvents,
@@ -185,19 +186,14 @@ fn client_sample<'a>(
             Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
             Err(e) => error::error_result(env, &e),
         });
-    });
-    Ok(atoms::ok())
+    })
+    // The caller is running this NIF, so it is alive.
+    .ok_or(rustler::Error::BadArg)
 }
 
-/// Sends `{:tinkex_event, ref, {:attempt_failed, measurements, error}}` per
+/// Sends `{:tinkex_event, job, {:attempt_failed, measurements, error}}` per
 /// failed attempt, to the process that runs the sample's telemetry.
-struct EventsTo(Mutex<ReplyTo>);
-
-impl EventsTo {
-    fn new(pid: LocalPid, reference: Term<'_>) -> EventsTo {
-        EventsTo(Mutex::new(ReplyTo::new(pid, reference)))
-    }
-}
+struct EventsTo(JobReply);
 
 #[derive(NifMap)]
 struct AttemptFailed {
@@ -214,8 +210,7 @@ impl Events for EventsTo {
             elapsed_ms: u64::try_from(ev.elapsed.as_millis()).unwrap_or(u64::MAX),
         };
         let err = ev.error;
-        let reply = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        reply.send_again(atoms::tinkex_event(), |env| {
+        self.0.send(atoms::tinkex_event(), |env| {
             (atoms::attempt_failed(), data, error::encode(env, err)).encode(env)
         });
     }

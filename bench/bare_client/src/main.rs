@@ -190,6 +190,7 @@ impl Ctx {
 async fn run(args: Args) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| e.to_string())?;

@@ -34,8 +34,11 @@ defmodule Mix.Tasks.Compile.TinkexNative do
   defp install(profile) do
     ext = if match?({:unix, :darwin}, :os.type()), do: "dylib", else: "so"
     src = Path.join([target_dir(), profile, "lib#{@nif}.#{ext}"])
-    dest = Path.join("priv/native", "#{@nif}.so")
-    File.mkdir_p!("priv/native")
+    # One file per profile: `_build/<env>/.../priv` links to the same
+    # `priv/`, so a debug `mix test` must not replace a release build.
+    dest_dir = Path.join("priv/native", profile)
+    dest = Path.join(dest_dir, "#{@nif}.so")
+    File.mkdir_p!(dest_dir)
     # Unlink first: a running VM may have the old file mapped.
     File.rm(dest)
     File.cp!(src, dest)

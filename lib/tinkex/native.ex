@@ -6,9 +6,16 @@ defmodule Tinkex.Native do
   @on_load :load_nif
   @compile {:autoload, false}
 
+  # The cargo profile this module loads (see the compiler task in mix.exs):
+  # fixed at compile time, and a change of TINKEX_NIF_PROFILE recompiles.
+  @profile System.get_env("TINKEX_NIF_PROFILE", "release")
+
+  @doc false
+  def __mix_recompile__?, do: System.get_env("TINKEX_NIF_PROFILE", "release") != @profile
+
   @doc false
   def load_nif do
-    path = :filename.join(:code.priv_dir(:tinkex_native), ~c"native/tinkex_nif")
+    path = :filename.join(:code.priv_dir(:tinkex_native), ~c"native/#{@profile}/tinkex_nif")
 
     case :erlang.load_nif(path, worker_threads()) do
       :ok ->

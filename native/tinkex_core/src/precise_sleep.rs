@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 /// How long before the deadline the coarse tokio sleep hands over to the
 /// timer thread; above tokio's worst rounding plus scheduling.
-const HANDOVER: Duration = Duration::from_millis(3);
+pub const HANDOVER: Duration = Duration::from_millis(3);
 
 /// Sleeps until `deadline`: tokio's timer for the bulk of the wait, the
 /// precise timer thread for the last few milliseconds.
@@ -45,7 +45,12 @@ pub async fn sleep_until(deadline: Instant) {
     // one: the same thing, unless a test paused tokio's clock.
     let left = deadline.saturating_duration_since(Instant::now());
     let (tx, rx) = oneshot::channel();
-    timer().schedule(std::time::Instant::now() + left, tx);
+    call_at(
+        std::time::Instant::now() + left,
+        Box::new(move || {
+            let _ = tx.send(());
+        }),
+    );
     // The timer thread never drops a sender before firing it; an error can
     // only mean it is gone, and then waking now is the safe answer.
     let _ = rx.await;
@@ -53,6 +58,17 @@ pub async fn sleep_until(deadline: Instant) {
         // Only a paused clock gets here: let tokio's timer advance it.
         tokio::time::sleep_until(deadline).await;
     }
+}
+
+/// Work for the timer thread: it must be short (it delays every later
+/// deadline) and must not block.
+pub type Callback = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on the timer thread at `at` (at once if `at` has passed), with
+/// the same sub-millisecond accuracy as [`sleep_until`] and no hop through
+/// a tokio worker: for a wake-up that leaves the process as a message.
+pub fn call_at(at: std::time::Instant, f: Callback) {
+    timer().schedule(at, f)
 }
 
 type Entry = Reverse<(std::time::Instant, u64)>;
@@ -65,7 +81,7 @@ struct Timer {
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Entry>,
-    senders: std::collections::HashMap<u64, oneshot::Sender<()>>,
+    due: std::collections::HashMap<u64, Callback>,
     next_id: u64,
 }
 
@@ -89,13 +105,13 @@ impl Timer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn schedule(&self, at: std::time::Instant, tx: oneshot::Sender<()>) {
+    fn schedule(&self, at: std::time::Instant, f: Callback) {
         let mut s = self.lock();
         let id = s.next_id;
         s.next_id += 1;
         let earliest = s.heap.peek().map(|Reverse((t, _))| *t);
         s.heap.push(Reverse((at, id)));
-        s.senders.insert(id, tx);
+        s.due.insert(id, f);
         drop(s);
         if earliest.is_none_or(|e| at < e) {
             self.wake.notify_one();
@@ -104,6 +120,7 @@ impl Timer {
 
     fn run(&self) {
         let mut s = self.lock();
+        let mut fire = Vec::new();
         loop {
             let now = std::time::Instant::now();
             while let Some(&Reverse((at, id))) = s.heap.peek() {
@@ -111,9 +128,17 @@ impl Timer {
                     break;
                 }
                 s.heap.pop();
-                if let Some(tx) = s.senders.remove(&id) {
-                    let _ = tx.send(());
+                fire.extend(s.due.remove(&id));
+            }
+            if !fire.is_empty() {
+                // Outside the lock: a callback may send a message, or
+                // schedule again.
+                drop(s);
+                for f in fire.drain(..) {
+                    f();
                 }
+                s = self.lock();
+                continue;
             }
             s = match s.heap.peek() {
                 Some(&Reverse((at, _))) => {
@@ -158,6 +183,22 @@ mod tests {
         let start = Instant::now();
         sleep_until(start + Duration::from_secs(30)).await;
         assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn call_at_runs_each_callback_once_in_order() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = std::time::Instant::now();
+        for i in (0..5u64).rev() {
+            let tx = tx.clone();
+            let at = start + Duration::from_millis(5 + i * 2);
+            call_at(
+                at,
+                Box::new(move || tx.send((i, std::time::Instant::now() >= at)).unwrap()),
+            );
+        }
+        let got: Vec<_> = (0..5).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(got, (0..5).map(|i| (i, true)).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -178,6 +178,54 @@ impl RateLimiter {
         self.wait_with(crate::precise_sleep::sleep_until).await
     }
 
+    /// Calls `done` once the backoff is over: at once when there is none,
+    /// else from the precise timer thread at the deadline (re-armed if the
+    /// deadline moved later), so a message sent by `done` leaves within
+    /// microseconds of it, without a hop through a tokio worker. Clearing
+    /// the backoff ends the wait early, except in its last 3 ms.
+    pub async fn wait_then<F>(self: &Arc<Self>, done: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let mut done: crate::precise_sleep::Callback = Box::new(done);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(deadline) = self.deadline() else {
+                return done();
+            };
+            let handover = deadline.checked_sub(crate::precise_sleep::HANDOVER);
+            if let Some(coarse) = handover.filter(|c| *c > Instant::now()) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(coarse) => {}
+                    _ = &mut notified => {}
+                }
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let me = Arc::clone(self);
+            crate::precise_sleep::call_at(
+                deadline.into_std(),
+                Box::new(move || {
+                    // Still backing off (the deadline moved): hand `done` back.
+                    let back = match me.deadline() {
+                        None => {
+                            done();
+                            None
+                        }
+                        Some(_) => Some(done),
+                    };
+                    let _ = tx.send(back);
+                }),
+            );
+            match rx.await {
+                Ok(Some(f)) => done = f,
+                _ => return,
+            }
+        }
+    }
+
     async fn wait_with<F, Fut>(&self, sleep_until: F)
     where
         F: Fn(Instant) -> Fut,
@@ -362,6 +410,26 @@ mod tests {
         let (probed, at) = follower.await.unwrap();
         assert!(probed, "the follower probes next");
         assert!(at.duration_since(start) >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn wait_then_calls_at_the_deadline_and_follows_extensions() {
+        let rl = Arc::new(RateLimiter::new());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        rl.wait_then(move || tx2.send(Instant::now()).unwrap())
+            .await;
+        assert!(rx.try_recv().is_ok(), "no backoff: called at once");
+        let dl = rl.set_backoff(Duration::from_millis(10));
+        let rl2 = rl.clone();
+        let extend = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(8)).await;
+            rl2.set_backoff(Duration::from_millis(20))
+        });
+        rl.wait_then(move || tx.send(Instant::now()).unwrap()).await;
+        let later = extend.await.unwrap();
+        let woke = rx.recv().unwrap();
+        assert!(woke >= later && woke >= dl);
     }
 
     #[test]

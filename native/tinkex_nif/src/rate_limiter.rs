@@ -49,8 +49,12 @@ fn rate_limiter_wait<'a>(env: Env<'a>, l: ResourceArc<Limiter>, reference: Term<
     let reply = ReplyTo::new(env.pid(), reference);
     let limiter = l.0.clone();
     runtime::get().spawn(async move {
-        limiter.wait_precise().await;
-        reply.send(atoms::tinkex_backoff_over(), |env| atoms::ok().to_term(env));
+        // The message leaves from the precise timer thread at the deadline.
+        limiter
+            .wait_then(move || {
+                reply.send(atoms::tinkex_backoff_over(), |env| atoms::ok().to_term(env))
+            })
+            .await;
     });
     atoms::wait()
 }

@@ -30,6 +30,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// How long before the deadline [`RateLimiter::wait_then`] hands its
+/// wait to the precise timer thread. Generous: a tokio worker that is
+/// descheduled for a few ms must not make the hand-over itself late.
+pub const WAKE_HANDOVER: Duration = Duration::from_millis(20);
+
 /// Deadline value meaning "no backoff".
 const NONE: u64 = 0;
 
@@ -182,7 +187,8 @@ impl RateLimiter {
     /// else from the precise timer thread at the deadline (re-armed if the
     /// deadline moved later), so a message sent by `done` leaves within
     /// microseconds of it, without a hop through a tokio worker. Clearing
-    /// the backoff ends the wait early, except in its last 3 ms.
+    /// the backoff ends the wait early, except in its last
+    /// [`WAKE_HANDOVER`].
     pub async fn wait_then<F>(self: &Arc<Self>, done: F)
     where
         F: FnOnce() + Send + 'static,
@@ -195,7 +201,7 @@ impl RateLimiter {
             let Some(deadline) = self.deadline() else {
                 return done();
             };
-            let handover = deadline.checked_sub(crate::precise_sleep::HANDOVER);
+            let handover = deadline.checked_sub(WAKE_HANDOVER);
             if let Some(coarse) = handover.filter(|c| *c > Instant::now()) {
                 tokio::select! {
                     _ = tokio::time::sleep_until(coarse) => {}

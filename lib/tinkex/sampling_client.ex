@@ -179,7 +179,7 @@ defmodule Tinkex.SamplingClient do
   """
   @spec stats(client()) :: map()
   def stats(client) do
-    {:ok, h} = handle(client)
+    h = handle!(client)
     native = Native.client_stats(h.client)
 
     h.handler
@@ -199,7 +199,7 @@ defmodule Tinkex.SamplingClient do
   """
   @spec session(client()) :: %{sampling_session_id: String.t(), session_id: String.t() | nil}
   def session(client) do
-    {:ok, h} = handle(client)
+    h = handle!(client)
     %{sampling_session_id: h.sampling_session_id, session_id: h.session_id}
   end
 
@@ -209,7 +209,7 @@ defmodule Tinkex.SamplingClient do
   """
   @spec retry_config(client()) :: RetryConfig.t()
   def retry_config(client) do
-    {:ok, h} = handle(client)
+    h = handle!(client)
     h.config
   end
 
@@ -230,6 +230,13 @@ defmodule Tinkex.SamplingClient do
            category: :user,
            message: "no running Tinkex.SamplingClient: #{inspect(client)}"
          }}
+    end
+  end
+
+  defp handle!(client) do
+    case handle(client) do
+      {:ok, h} -> h
+      {:error, %Error{message: message}} -> raise ArgumentError, message
     end
   end
 

@@ -35,6 +35,8 @@ defmodule Tinkex.ChaosTest do
   # before and after, which only means something when no other test runs.
   use ExUnit.Case, async: false
 
+  import Tinkex.Test.Wait
+
   alias Tinkex.{Error, RateLimiter, RetryHandler, SamplingClient}
   alias Tinkex.Test.TinkerSim
   alias Tinkex.Types.{ModelInput, SampleResponse, SamplingParams}
@@ -1227,25 +1229,6 @@ defmodule Tinkex.ChaosTest do
       true ->
         Process.sleep(5)
         wait_for_log(sim, pred, deadline)
-    end
-  end
-
-  defp wait_until(fun, ms \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + ms
-    do_wait_until(fun, deadline)
-  end
-
-  defp do_wait_until(fun, deadline) do
-    cond do
-      fun.() ->
-        :ok
-
-      System.monotonic_time(:millisecond) > deadline ->
-        flunk("condition never held")
-
-      true ->
-        Process.sleep(2)
-        do_wait_until(fun, deadline)
     end
   end
 

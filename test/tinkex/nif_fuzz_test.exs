@@ -23,6 +23,8 @@ defmodule Tinkex.NifFuzzTest do
   # VM-wide, before and after.
   use ExUnit.Case, async: false
 
+  import Tinkex.Test.Wait
+
   alias Tinkex.{Native, RateLimiter, RetryHandler}
   alias Tinkex.Test.TinkerSim
 
@@ -152,14 +154,6 @@ defmodule Tinkex.NifFuzzTest do
       _ -> drain()
     after
       0 -> :ok
-    end
-  end
-
-  defp wait_until(fun, tries \\ 500) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(10) && wait_until(fun, tries - 1)
     end
   end
 

@@ -2,6 +2,8 @@ defmodule Tinkex.RetryHandlerCacheTest do
   # Not async: it counts the VM's live handlers, which other tests change.
   use ExUnit.Case, async: false
 
+  import Tinkex.Test.Wait
+
   alias Tinkex.RetryHandler
 
   test "a handler nobody holds is freed; one in use is kept" do
@@ -27,13 +29,5 @@ defmodule Tinkex.RetryHandlerCacheTest do
     wait_until(fn ->
       Enum.each(Process.list(), &:erlang.garbage_collect/1) && RetryHandler.live_count() == before
     end)
-  end
-
-  defp wait_until(fun, tries \\ 200) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(5) && wait_until(fun, tries - 1)
-    end
   end
 end

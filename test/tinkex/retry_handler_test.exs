@@ -1,5 +1,7 @@
 defmodule Tinkex.RetryHandlerTest do
   use ExUnit.Case, async: true
+
+  import Tinkex.Test.Wait
   doctest Tinkex.RetryHandler
 
   alias Tinkex.{Error, RetryHandler}
@@ -14,14 +16,6 @@ defmodule Tinkex.RetryHandlerTest do
   defp counter do
     {:ok, agent} = Agent.start_link(fn -> 0 end)
     fn -> Agent.get_and_update(agent, &{&1 + 1, &1 + 1}) end
-  end
-
-  defp wait_until(fun, tries \\ 200) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(5) && wait_until(fun, tries - 1)
-    end
   end
 
   describe "get/2" do

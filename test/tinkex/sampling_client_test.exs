@@ -1,5 +1,7 @@
 defmodule Tinkex.SamplingClientTest do
   use ExUnit.Case, async: true
+
+  import Tinkex.Test.Wait
   doctest Tinkex.SamplingClient
 
   alias Tinkex.{Error, SamplingClient}
@@ -489,6 +491,18 @@ defmodule Tinkex.SamplingClientTest do
     end
   end
 
+  test "a stopped client gives clear errors", %{sim: sim} do
+    client = start_client(sim)
+    GenServer.stop(client)
+
+    assert {:error, %Error{type: :validation, message: "no running Tinkex.SamplingClient: " <> _}} =
+             SamplingClient.sample(client, prompt(), params())
+
+    assert_raise ArgumentError, ~r/no running Tinkex.SamplingClient/, fn ->
+      SamplingClient.stats(client)
+    end
+  end
+
   describe "secrets" do
     test "the API key shows in no inspect, state or error", %{sim: sim} do
       client = start_client(sim)
@@ -503,14 +517,6 @@ defmodule Tinkex.SamplingClientTest do
     case Process.info(pid, :dictionary) do
       {:dictionary, d} -> Keyword.get(d, :"$initial_call")
       nil -> nil
-    end
-  end
-
-  defp wait_until(fun, tries \\ 400) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(5) && wait_until(fun, tries - 1)
     end
   end
 end

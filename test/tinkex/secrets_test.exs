@@ -10,6 +10,8 @@ defmodule Tinkex.SecretsTest do
   # Elixir's Logger drops by default) for the whole VM.
   use ExUnit.Case, async: false
 
+  import Tinkex.Test.Wait
+
   import ExUnit.CaptureLog
   require Logger
 
@@ -413,14 +415,6 @@ defmodule Tinkex.SecretsTest do
 
       {:error, _} ->
         :gen_tcp.close(to)
-    end
-  end
-
-  defp wait_until(fun, tries \\ 500) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(10) && wait_until(fun, tries - 1)
     end
   end
 end

@@ -94,10 +94,28 @@ fn timer() -> &'static Timer {
         }));
         std::thread::Builder::new()
             .name("tinkex-timer".into())
-            .spawn(move || t.run())
+            .spawn(move || {
+                raise_priority();
+                t.run()
+            })
             .expect("tinkex: cannot start the timer thread");
         t
     })
+}
+
+/// Asks Linux to run the timer thread in the real-time FIFO class (lowest
+/// priority): it sleeps almost always and works for microseconds, but on a
+/// busy machine the ordinary scheduler may leave it waiting for a CPU for
+/// milliseconds after its deadline. Without the privilege (not root, no
+/// `CAP_SYS_NICE`) the call fails and the thread keeps its normal class.
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with a valid, fully
+    // initialised `sched_param`; failure is reported, never UB.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 1 };
+        let _ = libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+    }
 }
 
 impl Timer {

@@ -301,12 +301,6 @@ impl Handler {
             errors: c.peek_errors(),
         }
     }
-
-    /// The errors since the last call, most frequent first (for a periodic
-    /// progress log, as the Python SDK prints every 2 s).
-    pub fn take_errors(&self) -> Vec<(String, u64)> {
-        self.counters.take_errors()
-    }
 }
 
 impl Drop for Handler {

@@ -175,15 +175,24 @@ impl RateLimiter {
     /// Waits out the backoff: one sleep to the deadline, again only if the
     /// deadline moved later meanwhile; returns at once when there is none,
     /// and early when the backoff is cleared. Uses tokio's timer (1 ms
-    /// granularity), so it follows a paused test clock.
+    /// granularity, so it follows a paused test clock); the NIF uses the
+    /// more precise [`RateLimiter::wait_then`], submits
+    /// [`RateLimiter::wait_turn`].
     pub async fn wait(&self) {
-        self.wait_with(tokio::time::sleep_until).await
-    }
-
-    /// [`RateLimiter::wait`] with sub-millisecond wake accuracy (see
-    /// [`crate::precise_sleep`]): what the sampling path and the NIF use.
-    pub async fn wait_precise(&self) {
-        self.wait_with(crate::precise_sleep::sleep_until).await
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Register for `clear` before reading the deadline, so a clear
+            // between the read and the sleep is not missed.
+            notified.as_mut().enable();
+            let Some(deadline) = self.deadline() else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut notified => {}
+            }
+        }
     }
 
     /// Calls `done` once the backoff is over: at once when there is none,
@@ -231,27 +240,6 @@ impl RateLimiter {
             match rx.await {
                 Ok(Some(f)) => done = f,
                 _ => return,
-            }
-        }
-    }
-
-    async fn wait_with<F, Fut>(&self, sleep_until: F)
-    where
-        F: Fn(Instant) -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            // Register for `clear` before reading the deadline, so a clear
-            // between the read and the sleep is not missed.
-            notified.as_mut().enable();
-            let Some(deadline) = self.deadline() else {
-                return;
-            };
-            tokio::select! {
-                _ = sleep_until(deadline) => {}
-                _ = &mut notified => {}
             }
         }
     }
@@ -308,16 +296,6 @@ mod tests {
         let c = RateLimiter::for_key("http://x.test", "tml-b");
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
-    }
-
-    #[tokio::test]
-    async fn precise_wait_is_not_early() {
-        let rl = RateLimiter::new();
-        for ms in [1, 4, 15] {
-            let dl = rl.set_backoff(Duration::from_millis(ms));
-            rl.wait_precise().await;
-            assert!(Instant::now() >= dl);
-        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,9 @@ defmodule Tinkex.ClientTable do
   @moduledoc false
   # Owns the ETS table where each sampling client publishes its immutable
   # parts once (native resources, config, ids), so that `sample/4` reads
-  # them with one lookup and never calls the client process.
+  # them with one lookup and never calls the client process. It monitors
+  # every client: an entry goes when its client dies, however it dies, so
+  # a killed client's native resources are freed too.
   use GenServer
 
   @table __MODULE__
@@ -15,7 +17,11 @@ defmodule Tinkex.ClientTable do
     {:ok, nil}
   end
 
-  def put(pid, handle), do: :ets.insert(@table, {pid, handle})
+  def put(pid, handle) do
+    :ets.insert(@table, {pid, handle})
+    GenServer.cast(__MODULE__, {:watch, pid})
+  end
+
   def delete(pid), do: :ets.delete(@table, pid)
 
   def fetch(pid) do
@@ -23,5 +29,17 @@ defmodule Tinkex.ClientTable do
       [{^pid, handle}] -> {:ok, handle}
       [] -> :error
     end
+  end
+
+  @impl true
+  def handle_cast({:watch, pid}, state) do
+    Process.monitor(pid)
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    delete(pid)
+    {:noreply, state}
   end
 end

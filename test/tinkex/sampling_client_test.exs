@@ -503,6 +503,14 @@ defmodule Tinkex.SamplingClientTest do
     end
   end
 
+  test "a killed client's published handle is removed", %{sim: sim} do
+    client = start_client(sim)
+    Process.unlink(client)
+    assert {:ok, _} = Tinkex.ClientTable.fetch(client)
+    Process.exit(client, :kill)
+    wait_until(fn -> Tinkex.ClientTable.fetch(client) == :error end)
+  end
+
   describe "secrets" do
     test "the API key shows in no inspect, state or error", %{sim: sim} do
       client = start_client(sim)

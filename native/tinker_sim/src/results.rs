@@ -248,14 +248,8 @@ impl ResultKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::body;
     use serde_json::{json, Value};
-
-    fn body(seq_id: i64) -> Value {
-        json!({"type":"sample","sampling_session_id":"s:sample:0","seq_id":seq_id,"num_samples":2,
-               "prompt":{"chunks":[{"type":"encoded_text","tokens":[1,2]},{"type":"encoded_text","tokens":[3]}]},
-               "sampling_params":{"max_tokens":5,"temperature":1.0,"top_k":-1,"top_p":1.0},
-               "prompt_logprobs":true,"topk_prompt_logprobs":0})
-    }
 
     #[test]
     fn known_values_are_stable() {

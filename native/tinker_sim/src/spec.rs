@@ -307,11 +307,12 @@ fn parse_prompt(prompt: &Fields<'_>) -> Result<Vec<PromptChunk>, FieldError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn body(seq_id: i64) -> Value {
+    /// An asample body the unit tests of the crate share.
+    pub(crate) fn body(seq_id: i64) -> Value {
         json!({"type":"sample","sampling_session_id":"s:sample:0","seq_id":seq_id,"num_samples":2,
                "prompt":{"chunks":[{"type":"encoded_text","tokens":[1,2]},{"type":"encoded_text","tokens":[3]}]},
                "sampling_params":{"max_tokens":5,"temperature":1.0,"top_k":-1,"top_p":1.0},

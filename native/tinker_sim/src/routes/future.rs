@@ -69,15 +69,21 @@ async fn wait_ready(sim: &SimState, future: &FutureEntry, hold: std::time::Durat
     }
 }
 
-/// Handles retrieve_future.
-pub async fn retrieve_future(call: &mut Call<'_>) -> Reply {
-    let sim = call.sim;
+/// The body's `request_id` and the future it names, if any.
+fn requested_future(call: &mut Call<'_>) -> (Option<String>, Option<Arc<FutureEntry>>) {
     let id = call
         .json()
         .and_then(|b| b.get("request_id"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let future = id.as_deref().and_then(|id| sim.futures.get(id));
+    let future = id.as_deref().and_then(|id| call.sim.futures.get(id));
+    (id, future)
+}
+
+/// Handles retrieve_future.
+pub async fn retrieve_future(call: &mut Call<'_>) -> Reply {
+    let sim = call.sim;
+    let (id, future) = requested_future(call);
     let poll = future.as_ref().map(|f| {
         let mut st = f.state();
         st.polls += 1;
@@ -209,12 +215,7 @@ fn metadata(future: &FutureEntry, proto: bool) -> Reply {
 /// Handles cancel_future.
 pub async fn cancel_future(call: &mut Call<'_>) -> Reply {
     let sim = call.sim;
-    let id = call
-        .json()
-        .and_then(|b| b.get("request_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let future = id.as_deref().and_then(|id| sim.futures.get(id));
+    let (_, future) = requested_future(call);
     if let Some(f) = &future {
         call.seq_id = Some(f.seq_id);
         call.request_id = Some(f.request_id.clone());

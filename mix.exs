@@ -70,7 +70,7 @@ defmodule TinkexNative.MixProject do
   def application do
     [
       extra_applications: [:logger, :inets, :ssl],
-      mod: {Tinkex.Application, []},
+      mod: {TinkexNative.Application, []},
       env: [tokio_worker_threads: nil]
     ]
   end

@@ -8,7 +8,7 @@
 # Prints one line per strategy: p50 / p99 / max wake error in ms, and with
 # BENCH_JSON=path writes the raw samples for the plot in bench/run.
 
-alias Tinkex.RateLimiter
+alias TinkexNative.RateLimiter
 
 n = String.to_integer(System.get_env("WAKE_N", "1000"))
 :rand.seed(:exsss, {1, 2, 3})

@@ -2,8 +2,8 @@
 # a 429 storm with Retry-After, an expired future, a fan-out, a stuck
 # server and the watchdog. Run with `demo/run`.
 
-alias Tinkex.SamplingClient
-alias Tinkex.Types.{ModelInput, SamplingParams}
+alias TinkexNative.SamplingClient
+alias TinkexNative.Types.{ModelInput, SamplingParams}
 
 profile = System.get_env("TINKEX_NIF_PROFILE", "release")
 sim_bin = Path.join(["target", profile, "tinker_sim"])

@@ -1,7 +1,7 @@
-defmodule Tinkex.Test.TinkerSimTest do
+defmodule TinkexNative.Test.TinkerSimTest do
   use ExUnit.Case, async: true
 
-  alias Tinkex.Test.{JSON, TinkerSim}
+  alias TinkexNative.Test.{JSON, TinkerSim}
 
   defp sample_body(ssid, seq_id, opts \\ []) do
     %{

@@ -27,7 +27,7 @@ defmodule Bench do
 
   def start_client(retry_config) do
     {:ok, client} =
-      Tinkex.SamplingClient.start_link(
+      TinkexNative.SamplingClient.start_link(
         base_url: sim_url(),
         api_key: @api_key,
         base_model: @base_model,
@@ -37,13 +37,13 @@ defmodule Bench do
     client
   end
 
-  def prompt, do: Tinkex.Types.ModelInput.from_ints([1, 2, 3])
+  def prompt, do: TinkexNative.Types.ModelInput.from_ints([1, 2, 3])
 
   def params(max_tokens \\ 16),
-    do: %Tinkex.Types.SamplingParams{max_tokens: max_tokens, temperature: 0.7}
+    do: %TinkexNative.Types.SamplingParams{max_tokens: max_tokens, temperature: 0.7}
 
   def sample!(client, prompt, params) do
-    {:ok, ref} = Tinkex.SamplingClient.sample_async(client, prompt, params, num_samples: 1)
+    {:ok, ref} = TinkexNative.SamplingClient.sample_async(client, prompt, params, num_samples: 1)
     ref
   end
 

@@ -64,7 +64,7 @@ beam_split =
       into: %{},
       do: {k, v - mem0[k]}
 
-stats = Tinkex.SamplingClient.stats(client)
+stats = TinkexNative.SamplingClient.stats(client)
 received = Process.info(self(), :message_queue_len) |> elem(1)
 # A slow submission (a loaded machine) can outlast the hold: count only
 # the samples still pending at the last reading.

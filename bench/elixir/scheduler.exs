@@ -6,7 +6,7 @@
 #
 # - `:erlang.system_monitor(collector, [{:long_schedule, 1}])`: every
 #   process or port that ran ≥ 1 ms without yielding is reported; events
-#   whose in/out location is a function of `Tinkex.Native` (a NIF) count
+#   whose in/out location is a function of `TinkexNative.Native` (a NIF) count
 #   as NIF events (target 0);
 # - a ping process sleeps 1 ms in a loop and records how late it wakes;
 #   its p99 lateness under load is the figure (target ≤ 5 ms). One second
@@ -26,7 +26,7 @@ client = Bench.start_client(max_connections: max_conn)
 Bench.warm_up(client, 64)
 
 nif? = fn
-  {Tinkex.Native, _, _} -> true
+  {TinkexNative.Native, _, _} -> true
   _ -> false
 end
 
@@ -113,7 +113,7 @@ nif_events =
   end)
 
 ms = fn us -> Float.round(us / 1000, 3) end
-stats = Tinkex.SamplingClient.stats(client)
+stats = TinkexNative.SamplingClient.stats(client)
 
 result = %{
   in_flight: n,

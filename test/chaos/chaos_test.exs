@@ -1,4 +1,4 @@
-defmodule Tinkex.ChaosTest do
+defmodule TinkexNative.ChaosTest do
   # Fault injection against `tinker_sim`: nothing lost, nothing duplicated,
   # nothing leaked (issue 7).
   #
@@ -31,15 +31,15 @@ defmodule Tinkex.ChaosTest do
   # read at run time from ExUnit's `:include` configuration.
   #
   # The module is `async: false`: it compares `Process.list/0`,
-  # `Tinkex.RetryHandler.live_count/0` and `Tinkex.RateLimiter.count/0`
+  # `TinkexNative.RetryHandler.live_count/0` and `TinkexNative.RateLimiter.count/0`
   # before and after, which only means something when no other test runs.
   use ExUnit.Case, async: false
 
-  import Tinkex.Test.Wait
+  import TinkexNative.Test.Wait
 
-  alias Tinkex.{Error, RateLimiter, RetryHandler, SamplingClient}
-  alias Tinkex.Test.TinkerSim
-  alias Tinkex.Types.{ModelInput, SampleResponse, SamplingParams}
+  alias TinkexNative.{Error, RateLimiter, RetryHandler, SamplingClient}
+  alias TinkexNative.Test.TinkerSim
+  alias TinkexNative.Types.{ModelInput, SampleResponse, SamplingParams}
 
   @moduletag :chaos
   @moduletag :chaos_long

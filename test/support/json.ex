@@ -1,4 +1,4 @@
-defmodule Tinkex.Test.JSON do
+defmodule TinkexNative.Test.JSON do
   @moduledoc """
   A small, strict JSON encoder and decoder for tests (no Jason here, and
   OTP 25 has no `:json`).
@@ -21,9 +21,9 @@ defmodule Tinkex.Test.JSON do
 
   ## Examples
 
-      iex> Tinkex.Test.JSON.encode!(%{"a" => [1, 2.5, nil, "é\\n"]})
+      iex> TinkexNative.Test.JSON.encode!(%{"a" => [1, 2.5, nil, "é\\n"]})
       ~s({"a":[1,2.5,null,"é\\\\n"]})
-      iex> Tinkex.Test.JSON.decode!(~s({"a": [1, 2.5e1, "\\\\u00e9"]}))
+      iex> TinkexNative.Test.JSON.decode!(~s({"a": [1, 2.5e1, "\\\\u00e9"]}))
       %{"a" => [1, 25.0, "é"]}
   """
 
@@ -42,7 +42,7 @@ defmodule Tinkex.Test.JSON do
     e in Error -> {:error, e.message}
   end
 
-  @doc "Like `encode/1`, but raises `Tinkex.Test.JSON.Error`."
+  @doc "Like `encode/1`, but raises `TinkexNative.Test.JSON.Error`."
   @spec encode!(term()) :: binary()
   def encode!(term) do
     case encode(term) do
@@ -132,7 +132,7 @@ defmodule Tinkex.Test.JSON do
     {:json_error, reason} -> {:error, reason}
   end
 
-  @doc "Like `decode/1`, but raises `Tinkex.Test.JSON.Error`."
+  @doc "Like `decode/1`, but raises `TinkexNative.Test.JSON.Error`."
   @spec decode!(binary()) :: term()
   def decode!(json) do
     case decode(json) do

@@ -1,4 +1,4 @@
-defmodule Tinkex.Test.TinkerSim do
+defmodule TinkexNative.Test.TinkerSim do
   @moduledoc """
   Starts the `tinker_sim` binary for a test and talks to its control
   endpoints (`/_sim/...`) over `:httpc`.
@@ -25,7 +25,7 @@ defmodule Tinkex.Test.TinkerSim do
       TinkerSim.stop(sim)
   """
 
-  alias Tinkex.Test.JSON
+  alias TinkexNative.Test.JSON
 
   @typedoc "A running simulator."
   @type t :: %{port: pos_integer(), base_url: String.t(), os_port: port()}

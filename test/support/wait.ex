@@ -1,11 +1,11 @@
-defmodule Tinkex.Test.Wait do
+defmodule TinkexNative.Test.Wait do
   @moduledoc """
   Waiting for a condition in tests without sleep-and-hope: the condition is
   checked every 2 ms until it holds, and the test fails if it has not held
   within the time limit.
 
-      import Tinkex.Test.Wait
-      wait_until(fn -> Tinkex.RetryHandler.stats(h).in_flight == 0 end)
+      import TinkexNative.Test.Wait
+      wait_until(fn -> TinkexNative.RetryHandler.stats(h).in_flight == 0 end)
   """
 
   import ExUnit.Assertions, only: [flunk: 1]

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::handler::{Events, Handler};
 use crate::sampling::{run_attempt, LogLevel, SampleContext, SampleOutput, SampleSpec};
 
-/// The native state of one `Tinkex.SamplingClient`.
+/// The native state of one `TinkexNative.SamplingClient`.
 #[derive(Debug)]
 pub struct SamplingClient {
     ctx: Arc<SampleContext>,

@@ -1,4 +1,4 @@
-//! The retry configuration, mirrored from `%Tinkex.RetryConfig{}`.
+//! The retry configuration, mirrored from `%TinkexNative.RetryConfig{}`.
 //!
 //! The Elixir side validates user input and produces the friendly messages;
 //! [`RetryConfig::validate`] checks the same rules again so that no invalid

@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// What kind of failure an [`Error`] is. Each maps to one `type` atom on
-/// the Elixir side (`Tinkex.Error.type`).
+/// the Elixir side (`TinkexNative.Error.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The connection failed, was reset or closed before an answer.

@@ -1,4 +1,4 @@
-//! Backoff math for Elixir: `Tinkex.Backoff`.
+//! Backoff math for Elixir: `TinkexNative.Backoff`.
 
 use rand::SeedableRng;
 use rustler::NifResult;

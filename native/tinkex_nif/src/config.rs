@@ -1,4 +1,4 @@
-//! `%Tinkex.RetryConfig{}` as it crosses into Rust: decoded once, when a
+//! `%TinkexNative.RetryConfig{}` as it crosses into Rust: decoded once, when a
 //! handler is fetched.
 
 use rustler::NifMap;
@@ -6,7 +6,7 @@ use tinkex_core::config::RetryConfig;
 
 use crate::error::kind_of;
 
-/// The native form built by `Tinkex.RetryConfig.to_native/1`.
+/// The native form built by `TinkexNative.RetryConfig.to_native/1`.
 #[derive(NifMap)]
 pub struct NativeConfig {
     max_retries: Option<u64>,

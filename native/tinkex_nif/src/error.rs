@@ -1,4 +1,4 @@
-//! Core errors as `%Tinkex.Error{}` structs, built here so that every
+//! Core errors as `%TinkexNative.Error{}` structs, built here so that every
 //! message the NIF sends (`sample_async/4`'s replies included, which no
 //! Elixir code touches on the way) carries the documented struct.
 
@@ -51,7 +51,7 @@ mod names {
     rustler::atoms! {
         struct_key = "__struct__",
         exception_key = "__exception__",
-        module = "Elixir.Tinkex.Error",
+        module = "Elixir.TinkexNative.Error",
         kind = "type",
         category,
         status,
@@ -61,7 +61,7 @@ mod names {
     }
 }
 
-/// Encodes a core error as a `%Tinkex.Error{}` (the struct
+/// Encodes a core error as a `%TinkexNative.Error{}` (the struct
 /// `defexception` defines: its fields plus `__exception__: true`).
 pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     let nil = atoms::nil().encode(env);
@@ -130,7 +130,7 @@ fn lists_proper(term: Term<'_>, depth: u32) -> bool {
     }
 }
 
-/// `{:error, %Tinkex.Error{}}`.
+/// `{:error, %TinkexNative.Error{}}`.
 pub fn error_result<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     (atoms::error(), encode(env, e)).encode(env)
 }

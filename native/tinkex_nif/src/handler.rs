@@ -1,4 +1,4 @@
-//! `Tinkex.RetryHandler`: the handler resource and permit leases for
+//! `TinkexNative.RetryHandler`: the handler resource and permit leases for
 //! Elixir functions run under it.
 
 use std::sync::{Arc, Mutex};
@@ -177,7 +177,7 @@ fn handler_live_count() -> usize {
 }
 
 /// The handler's progress lines when one is due (every 2 s, or on falling
-/// idle), else `[]`; `Tinkex.RetryHandler` logs them at debug level.
+/// idle), else `[]`; `TinkexNative.RetryHandler` logs them at debug level.
 #[rustler::nif]
 fn handler_progress(h: ResourceArc<HandlerRes>) -> Vec<String> {
     h.0.progress_report()

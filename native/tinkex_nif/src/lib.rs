@@ -22,4 +22,4 @@ fn load(_env: rustler::Env, load_info: rustler::Term) -> bool {
     true
 }
 
-rustler::init!("Elixir.Tinkex.Native", load = load);
+rustler::init!("Elixir.TinkexNative.Native", load = load);

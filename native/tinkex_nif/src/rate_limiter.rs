@@ -1,4 +1,4 @@
-//! `Tinkex.RateLimiter`: the shared 429 backoff as a resource.
+//! `TinkexNative.RateLimiter`: the shared 429 backoff as a resource.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! `Tinkex.SamplingClient`'s hot path: a client resource, and one NIF that
+//! `TinkexNative.SamplingClient`'s hot path: a client resource, and one NIF that
 //! starts a sample on tokio and returns at once. The result arrives as
-//! `{:tinkex_sample, ref, {:ok, %Tinkex.Types.SampleResponse{}} |
+//! `{:tinkex_sample, ref, {:ok, %TinkexNative.Types.SampleResponse{}} |
 //! {:error, error}}`.
 
 use std::panic::AssertUnwindSafe;
@@ -35,7 +35,7 @@ pub struct ClientRes(AssertUnwindSafe<Arc<SamplingClient>>);
 #[rustler::resource_impl]
 impl rustler::Resource for ClientRes {}
 
-/// Where a client is and how it behaves, from `Tinkex.SamplingClient`.
+/// Where a client is and how it behaves, from `TinkexNative.SamplingClient`.
 #[derive(NifMap)]
 pub struct ClientOpts {
     base_url: String,
@@ -98,7 +98,7 @@ enum StopArg {
     Tokens(Vec<i32>),
 }
 
-/// A validated request from `Tinkex.SamplingClient`: prompt chunks as
+/// A validated request from `TinkexNative.SamplingClient`: prompt chunks as
 /// little-endian int32 binaries (cheap to cross), and the parameters.
 #[derive(NifMap)]
 struct SpecArg<'a> {
@@ -218,7 +218,7 @@ impl Events for EventsTo {
 
 #[derive(NifStruct)]
 #[rustler(encode)]
-#[module = "Tinkex.Types.SampledSequence"]
+#[module = "TinkexNative.Types.SampledSequence"]
 struct SequenceOut {
     tokens: Tokens,
     logprobs: Option<Vec<f32>>,
@@ -228,7 +228,7 @@ struct SequenceOut {
 
 #[derive(NifStruct)]
 #[rustler(encode)]
-#[module = "Tinkex.Types.SampleResponse"]
+#[module = "TinkexNative.Types.SampleResponse"]
 struct Response {
     sequences: Vec<SequenceOut>,
     prompt_logprobs: Option<Vec<Option<f32>>>,

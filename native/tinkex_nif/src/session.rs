@@ -1,4 +1,4 @@
-//! Session set-up and heartbeats for `Tinkex.SamplingClient`, run on tokio
+//! Session set-up and heartbeats for `TinkexNative.SamplingClient`, run on tokio
 //! and answered by message.
 
 use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};

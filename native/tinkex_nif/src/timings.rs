@@ -1,5 +1,5 @@
 //! Overrides of the protocol's delays, as a keyword list of milliseconds
-//! (`Tinkex.SamplingClient`'s `:timings` option; tests shrink them).
+//! (`TinkexNative.SamplingClient`'s `:timings` option; tests shrink them).
 
 use std::time::Duration;
 

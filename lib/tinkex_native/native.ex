@@ -1,4 +1,4 @@
-defmodule Tinkex.Native do
+defmodule TinkexNative.Native do
   @moduledoc false
   # NIF stubs only. The library is built by the `:tinkex_native` compiler in
   # mix.exs; every function here is replaced when it loads.

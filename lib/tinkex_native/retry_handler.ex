@@ -1,4 +1,4 @@
-defmodule Tinkex.RetryHandler do
+defmodule TinkexNative.RetryHandler do
   @moduledoc """
   Runs work under a native retry handler: a FIFO semaphore of
   `max_connections` permits, the corrected backoff, live counters, and one
@@ -19,34 +19,34 @@ defmodule Tinkex.RetryHandler do
     3. Run the function in a linked task. A success advances the handler's
        progress clock.
     4. On failure, classify the error with the config's rule; retry after
-       `Tinkex.Backoff.delay_ms/3`, or return it. With
+       `TinkexNative.Backoff.delay_ms/3`, or return it. With
        `enable_retry_logic: false` there is one attempt only.
     5. Return the permit — on success, error, raise, throw, exit, and when
        the caller dies (the native lease monitors it).
 
   If the watchdog fires, the running attempt is killed and `execute/3`
-  returns `{:error, %Tinkex.Error{type: :stuck}}` with the message
+  returns `{:error, %TinkexNative.Error{type: :stuck}}` with the message
   `"No progress made in <s>s. Requests appear to be stuck."` — never
   retried, and distinct from the caller's own timeout.
 
   ## Examples
 
-      iex> handler = Tinkex.RetryHandler.get("doc-example", Tinkex.RetryConfig.new!(base_delay_ms: 1, max_delay_ms: 5))
+      iex> handler = TinkexNative.RetryHandler.get("doc-example", TinkexNative.RetryConfig.new!(base_delay_ms: 1, max_delay_ms: 5))
       iex> {:ok, counter} = Agent.start_link(fn -> 0 end)
-      iex> Tinkex.RetryHandler.execute(handler, fn ->
+      iex> TinkexNative.RetryHandler.execute(handler, fn ->
       ...>   case Agent.get_and_update(counter, &{&1, &1 + 1}) do
-      ...>     0 -> {:error, %Tinkex.Error{type: :http, status: 503, message: "busy"}}
+      ...>     0 -> {:error, %TinkexNative.Error{type: :http, status: 503, message: "busy"}}
       ...>     n -> {:ok, n}
       ...>   end
       ...> end)
       {:ok, 1}
-      iex> Tinkex.RetryHandler.stats(handler).retries
+      iex> TinkexNative.RetryHandler.stats(handler).retries
       1
   """
 
   require Logger
 
-  alias Tinkex.{Backoff, Error, Native, RetryConfig, Telemetry}
+  alias TinkexNative.{Backoff, Error, Native, RetryConfig, Telemetry}
 
   @enforce_keys [:name, :config, :resource]
   defstruct [:name, :config, :resource]
@@ -54,15 +54,15 @@ defmodule Tinkex.RetryHandler do
   @type t :: %__MODULE__{name: String.t(), config: RetryConfig.t(), resource: reference()}
 
   @doc """
-  The handler for `name` and `config` (a `%Tinkex.RetryConfig{}` or
-  options for `Tinkex.RetryConfig.new/1`). Raises `ArgumentError` for an
+  The handler for `name` and `config` (a `%TinkexNative.RetryConfig{}` or
+  options for `TinkexNative.RetryConfig.new/1`). Raises `ArgumentError` for an
   invalid config.
 
   ## Examples
 
-      iex> a = Tinkex.RetryHandler.get("same", max_connections: 4)
-      iex> b = Tinkex.RetryHandler.get("same", Tinkex.RetryConfig.new!(max_connections: 4))
-      iex> Tinkex.RetryHandler.stats(a).available_permits == Tinkex.RetryHandler.stats(b).available_permits
+      iex> a = TinkexNative.RetryHandler.get("same", max_connections: 4)
+      iex> b = TinkexNative.RetryHandler.get("same", TinkexNative.RetryConfig.new!(max_connections: 4))
+      iex> TinkexNative.RetryHandler.stats(a).available_permits == TinkexNative.RetryHandler.stats(b).available_permits
       true
   """
   @spec get(String.t(), RetryConfig.t() | keyword() | map()) :: t()
@@ -88,7 +88,7 @@ defmodule Tinkex.RetryHandler do
   `fun` fails by returning `{:error, reason}`, or by raising, throwing or
   exiting (returned as `{:error, exception}`, `{:error, {:throw, value}}`
   or `{:error, {:exit, reason}}`). Any other return value is an error of
-  type `:validation`. A `%Tinkex.Error{}` is retried when the config's rule
+  type `:validation`. A `%TinkexNative.Error{}` is retried when the config's rule
   says so; a raise, throw or exit only when `:exception` is in the config's
   `:retry_types`; anything else never, unless `:retryable?` says so.
 
@@ -103,12 +103,12 @@ defmodule Tinkex.RetryHandler do
 
   ## Examples
 
-      iex> handler = Tinkex.RetryHandler.get("doc-execute")
-      iex> Tinkex.RetryHandler.execute(handler, fn -> {:ok, :done} end)
+      iex> handler = TinkexNative.RetryHandler.get("doc-execute")
+      iex> TinkexNative.RetryHandler.execute(handler, fn -> {:ok, :done} end)
       {:ok, :done}
       iex> {:error, %RuntimeError{message: "boom"}} =
-      ...>   Tinkex.RetryHandler.execute(handler, fn -> raise "boom" end)
-      iex> Tinkex.RetryHandler.stats(handler).in_flight
+      ...>   TinkexNative.RetryHandler.execute(handler, fn -> raise "boom" end)
+      iex> TinkexNative.RetryHandler.stats(handler).in_flight
       0
   """
   @spec execute(t(), (() -> {:ok, term()} | {:error, term()}), keyword()) ::
@@ -169,7 +169,7 @@ defmodule Tinkex.RetryHandler do
 
   ## Examples
 
-      iex> stats = Tinkex.RetryHandler.stats(Tinkex.RetryHandler.get("doc-stats", max_connections: 3))
+      iex> stats = TinkexNative.RetryHandler.stats(TinkexNative.RetryHandler.get("doc-stats", max_connections: 3))
       iex> {stats.waiting, stats.in_flight, stats.available_permits}
       {0, 0, 3}
   """
@@ -181,7 +181,7 @@ defmodule Tinkex.RetryHandler do
 
   ## Examples
 
-      iex> is_integer(Tinkex.RetryHandler.live_count())
+      iex> is_integer(TinkexNative.RetryHandler.live_count())
       true
   """
   @spec live_count() :: non_neg_integer()
@@ -285,7 +285,7 @@ defmodule Tinkex.RetryHandler do
     Native.handler_record_failure(handler.resource, "stuck", false)
 
     Telemetry.execute(
-      [:tinkex, :retry_handler, :stuck],
+      [:tinkex_native, :retry_handler, :stuck],
       %{progress_timeout_ms: handler.config.progress_timeout_ms},
       Map.merge(state.opts[:metadata] || %{}, %{handler: handler.name})
     )
@@ -308,7 +308,7 @@ defmodule Tinkex.RetryHandler do
     user_error? = match?(%Error{}, reason) and Error.user_error?(reason)
 
     Telemetry.execute(
-      [:tinkex, :retry_handler, :attempt_failed],
+      [:tinkex_native, :retry_handler, :attempt_failed],
       %{
         attempt: attempt,
         delay_ms: delay,
@@ -369,7 +369,7 @@ defmodule Tinkex.RetryHandler do
 
     def inspect(h, opts) do
       concat([
-        "#Tinkex.RetryHandler<",
+        "#TinkexNative.RetryHandler<",
         to_doc(h.name, opts),
         ", max_connections: ",
         to_doc(h.config.max_connections, opts),

@@ -1,4 +1,4 @@
-defmodule Tinkex.SamplingClient do
+defmodule TinkexNative.SamplingClient do
   @moduledoc """
   Samples from a Tinker model with the official Python SDK's retry
   behaviour, run natively: a retry handler (semaphore, corrected backoff,
@@ -13,14 +13,14 @@ defmodule Tinkex.SamplingClient do
   ## Options of `start_link/1`
 
     * `:base_url` - the service; default `TINKER_BASE_URL`, else
-      `#{Tinkex.SamplingClient.Options.production_url()}`. Plain `http://` is
+      `#{TinkexNative.SamplingClient.Options.production_url()}`. Plain `http://` is
       accepted only for loopback hosts, or with `allow_insecure: true`.
       TLS certificates are always verified.
     * `:api_key` - default `TINKER_API_KEY`. Never logged or inspected.
     * one of `:sampling_session_id` (an existing sampling session),
       `:base_model` or `:model_path` (`"tinker://..."`; these create a
       session and a sampling session).
-    * `:retry_config` - a `%Tinkex.RetryConfig{}` or its options. When
+    * `:retry_config` - a `%TinkexNative.RetryConfig{}` or its options. When
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
@@ -30,30 +30,30 @@ defmodule Tinkex.SamplingClient do
       for result token arrays; a per-call option too.
     * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).
     * `:timings` - overrides of the protocol's delays in ms (advanced;
-      tests use it): #{Enum.map_join(Tinkex.SamplingClient.Options.timing_keys(), ", ", &"`#{&1}`")}.
+      tests use it): #{Enum.map_join(TinkexNative.SamplingClient.Options.timing_keys(), ", ", &"`#{&1}`")}.
 
   ## Example
 
       {:ok, client} =
-        Tinkex.SamplingClient.start_link(
+        TinkexNative.SamplingClient.start_link(
           base_url: "http://127.0.0.1:8080",
           api_key: "tml-...",
           base_model: "Qwen/Qwen3-8B",
           retry_config: [max_connections: 64]
         )
 
-      prompt = Tinkex.Types.ModelInput.from_ints([1, 2, 3])
-      params = %Tinkex.Types.SamplingParams{max_tokens: 32, temperature: 0.7}
-      {:ok, task} = Tinkex.SamplingClient.sample(client, prompt, params, num_samples: 4)
-      {:ok, %Tinkex.Types.SampleResponse{sequences: seqs}} = Task.await(task, :infinity)
+      prompt = TinkexNative.Types.ModelInput.from_ints([1, 2, 3])
+      params = %TinkexNative.Types.SamplingParams{max_tokens: 32, temperature: 0.7}
+      {:ok, task} = TinkexNative.SamplingClient.sample(client, prompt, params, num_samples: 4)
+      {:ok, %TinkexNative.Types.SampleResponse{sequences: seqs}} = Task.await(task, :infinity)
   """
 
   use GenServer
   require Logger
 
-  alias Tinkex.{ClientTable, Error, Native, RetryConfig, RetryHandler, Telemetry}
-  alias Tinkex.SamplingClient.{Options, Request}
-  alias Tinkex.Types.SampleResponse
+  alias TinkexNative.{ClientTable, Error, Native, RetryConfig, RetryHandler, Telemetry}
+  alias TinkexNative.SamplingClient.{Options, Request}
+  alias TinkexNative.Types.SampleResponse
 
   @version Mix.Project.config()[:version]
 
@@ -63,7 +63,7 @@ defmodule Tinkex.SamplingClient do
     defstruct [:client, :handler, :sampling_session_id, :session_id, :config, :tokens]
 
     defimpl Inspect do
-      def inspect(h, _opts), do: "#Tinkex.SamplingClient.Handle<#{h.sampling_session_id}>"
+      def inspect(h, _opts), do: "#TinkexNative.SamplingClient.Handle<#{h.sampling_session_id}>"
     end
   end
 
@@ -75,12 +75,12 @@ defmodule Tinkex.SamplingClient do
   Starts a client: validates the options, reads the server's flags,
   creates the session (unless given `:sampling_session_id`) and publishes
   the native handles. Returns `{:ok, pid}`, or `{:error, %ArgumentError{}}`
-  for a bad option and `{:error, %Tinkex.Error{}}` when the service
+  for a bad option and `{:error, %TinkexNative.Error{}}` when the service
   refused; in both cases no process is left behind.
 
   ## Examples
 
-      iex> Tinkex.SamplingClient.start_link(base_model: "m", api_key: "tml-x", base_url: "http://example.com")
+      iex> TinkexNative.SamplingClient.start_link(base_model: "m", api_key: "tml-x", base_url: "http://example.com")
       {:error, %ArgumentError{message: ~s|invalid value for :base_url: expected an https URL (plain http is allowed only for loopback hosts, or with allow_insecure: true), got: "http://example.com"|}}
   """
   @spec start_link(keyword()) :: GenServer.on_start() | {:error, ArgumentError.t() | Error.t()}
@@ -108,19 +108,24 @@ defmodule Tinkex.SamplingClient do
 
   @doc """
   Starts one sample and returns `{:ok, task}`; `Task.await(task)` gives
-  `{:ok, %Tinkex.Types.SampleResponse{}}` or `{:error, %Tinkex.Error{}}`.
-  Invalid arguments return `{:error, %Tinkex.Error{type: :validation}}` at
+  `{:ok, %TinkexNative.Types.SampleResponse{}}` or `{:error, %TinkexNative.Error{}}`.
+  Invalid arguments return `{:error, %TinkexNative.Error{type: :validation}}` at
   once and send nothing.
 
   Options: `:num_samples` (1), `:include_prompt_logprobs` (false),
   `:topk_prompt_logprobs` (0), `:tokens` (`:list` | `:binary`),
-  `:telemetry` (true: the task emits `[:tinkex, :retry_handler,
-  :attempt_failed]` and `[:tinkex, :sample, :stop]`).
+  `:telemetry` (true: the task emits `[:tinkex_native, :retry_handler,
+  :attempt_failed]` and `[:tinkex_native, :sample, :stop]`).
 
   Shutting the task down (or its owner dying) cancels the sample and
   returns its permit.
   """
-  @spec sample(client(), Tinkex.Types.ModelInput.t(), Tinkex.Types.SamplingParams.t(), keyword()) ::
+  @spec sample(
+          client(),
+          TinkexNative.Types.ModelInput.t(),
+          TinkexNative.Types.SamplingParams.t(),
+          keyword()
+        ) ::
           {:ok, Task.t()} | {:error, Error.t()}
   def sample(client, prompt, params, opts \\ []) do
     with {:ok, handle} <- handle(client),
@@ -132,15 +137,15 @@ defmodule Tinkex.SamplingClient do
   @doc """
   Starts one sample without a process: returns `{:ok, ref}` at once, and
   the caller later receives exactly one message
-  `{:tinkex_sample, ref, {:ok, %SampleResponse{}} | {:error, %Tinkex.Error{}}}`.
+  `{:tinkex_sample, ref, {:ok, %SampleResponse{}} | {:error, %TinkexNative.Error{}}}`.
   The path for large fan-out. If the caller dies, the sample is cancelled.
   Takes the options of `sample/4` (`:telemetry` is off here: no other
   message is sent).
   """
   @spec sample_async(
           client(),
-          Tinkex.Types.ModelInput.t(),
-          Tinkex.Types.SamplingParams.t(),
+          TinkexNative.Types.ModelInput.t(),
+          TinkexNative.Types.SamplingParams.t(),
           keyword()
         ) ::
           {:ok, reference()} | {:error, Error.t()}
@@ -157,7 +162,7 @@ defmodule Tinkex.SamplingClient do
   The prompt's logprobs (a sample of one token with prompt logprobs), as a
   task of `{:ok, [nil | float]}`; the first entry is `nil`.
   """
-  @spec compute_logprobs(client(), Tinkex.Types.ModelInput.t(), keyword()) ::
+  @spec compute_logprobs(client(), TinkexNative.Types.ModelInput.t(), keyword()) ::
           {:ok, Task.t()} | {:error, Error.t()}
   def compute_logprobs(client, prompt, opts \\ []) do
     with {:ok, handle} <- handle(client),
@@ -173,7 +178,7 @@ defmodule Tinkex.SamplingClient do
   @doc """
   The live counters of the client's retry handler (`:waiting`,
   `:in_flight`, `:processed`, `:retries`, `:available_permits`, …, see
-  `Tinkex.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
+  `TinkexNative.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
   backoff left), `:queue_state` (last reported by the server) and
   `:next_seq_id`.
   """
@@ -228,7 +233,7 @@ defmodule Tinkex.SamplingClient do
          %Error{
            type: :validation,
            category: :user,
-           message: "no running Tinkex.SamplingClient: #{inspect(client)}"
+           message: "no running TinkexNative.SamplingClient: #{inspect(client)}"
          }}
     end
   end
@@ -249,7 +254,7 @@ defmodule Tinkex.SamplingClient do
       {status, err, attempts} = result_meta(result)
 
       Telemetry.execute(
-        [:tinkex, :sample, :stop],
+        [:tinkex_native, :sample, :stop],
         %{duration_ms: System.monotonic_time(:millisecond) - start, attempts: attempts},
         %{session: handle.sampling_session_id, result: status, error: err}
       )
@@ -279,7 +284,7 @@ defmodule Tinkex.SamplingClient do
     retry? = m.delay_ms != nil
     user? = Error.user_error?(error)
 
-    Telemetry.execute([:tinkex, :retry_handler, :attempt_failed], m, %{
+    Telemetry.execute([:tinkex_native, :retry_handler, :attempt_failed], m, %{
       handler: handle.sampling_session_id,
       error: error,
       retry?: retry?,

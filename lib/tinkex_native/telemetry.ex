@@ -1,4 +1,4 @@
-defmodule Tinkex.Telemetry do
+defmodule TinkexNative.Telemetry do
   @moduledoc """
   Emits the library's events.
 
@@ -8,25 +8,25 @@ defmodule Tinkex.Telemetry do
   also a seam of its own: a process attached with `attach_sink/1` receives
   every event as `{:tinkex_telemetry, event, measurements, metadata}`.
   Handlers run in the process that emits: the caller of
-  `Tinkex.RetryHandler.execute/3` or `Tinkex.SamplingClient.sample/4`'s
+  `TinkexNative.RetryHandler.execute/3` or `TinkexNative.SamplingClient.sample/4`'s
   task.
 
   | event | measurements | metadata |
   |---|---|---|
-  | `[:tinkex, :retry_handler, :attempt_failed]` | `attempt`, `delay_ms` (`nil` when final), `elapsed_ms` | `handler`, `error`, `retry?`, `user_error?`, `severity` (`:warning` or `:error`) |
-  | `[:tinkex, :retry_handler, :stuck]` | `progress_timeout_ms` | `handler` |
-  | `[:tinkex, :sample, :stop]` | `duration_ms`, `attempts` | `session`, `result` (`:ok` / `:error`), `error` |
-  | `[:tinkex, :rate_limiter, :backoff]` | `backoff_ms` | `session` |
+  | `[:tinkex_native, :retry_handler, :attempt_failed]` | `attempt`, `delay_ms` (`nil` when final), `elapsed_ms` | `handler`, `error`, `retry?`, `user_error?`, `severity` (`:warning` or `:error`) |
+  | `[:tinkex_native, :retry_handler, :stuck]` | `progress_timeout_ms` | `handler` |
+  | `[:tinkex_native, :sample, :stop]` | `duration_ms`, `attempts` | `session`, `result` (`:ok` / `:error`), `error` |
+  | `[:tinkex_native, :rate_limiter, :backoff]` | `backoff_ms` | `session` |
 
   ## Examples
 
-      iex> Tinkex.Telemetry.attach_sink(self())
+      iex> TinkexNative.Telemetry.attach_sink(self())
       :ok
-      iex> Tinkex.Telemetry.execute([:tinkex, :doc], %{n: 1}, %{})
+      iex> TinkexNative.Telemetry.execute([:tinkex_native, :doc], %{n: 1}, %{})
       :ok
-      iex> receive do {:tinkex_telemetry, [:tinkex, :doc], %{n: 1}, %{}} -> :got end
+      iex> receive do {:tinkex_telemetry, [:tinkex_native, :doc], %{n: 1}, %{}} -> :got end
       :got
-      iex> Tinkex.Telemetry.detach_sink(self())
+      iex> TinkexNative.Telemetry.detach_sink(self())
       :ok
   """
 
@@ -37,7 +37,7 @@ defmodule Tinkex.Telemetry do
 
   ## Examples
 
-      iex> Tinkex.Telemetry.execute([:tinkex, :nobody_listens], %{}, %{})
+      iex> TinkexNative.Telemetry.execute([:tinkex_native, :nobody_listens], %{}, %{})
       :ok
   """
   @spec execute([atom()], map(), map()) :: :ok
@@ -57,9 +57,9 @@ defmodule Tinkex.Telemetry do
 
   ## Examples
 
-      iex> Tinkex.Telemetry.attach_sink(self())
+      iex> TinkexNative.Telemetry.attach_sink(self())
       :ok
-      iex> Tinkex.Telemetry.detach_sink(self())
+      iex> TinkexNative.Telemetry.detach_sink(self())
       :ok
   """
   @spec attach_sink(pid()) :: :ok
@@ -72,7 +72,7 @@ defmodule Tinkex.Telemetry do
 
   ## Examples
 
-      iex> Tinkex.Telemetry.detach_sink(self())
+      iex> TinkexNative.Telemetry.detach_sink(self())
       :ok
   """
   @spec detach_sink(pid()) :: :ok

@@ -1,10 +1,10 @@
-defmodule Tinkex.SamplingClient.Request do
+defmodule TinkexNative.SamplingClient.Request do
   @moduledoc false
   # Turns sample/compute_logprobs arguments into the map the NIF decodes,
   # validating everything first: a bad argument never reaches the network.
 
-  alias Tinkex.Error
-  alias Tinkex.Types.{ModelInput, SamplingParams}
+  alias TinkexNative.Error
+  alias TinkexNative.Types.{ModelInput, SamplingParams}
 
   @sample_opts [
     :num_samples,
@@ -67,7 +67,7 @@ defmodule Tinkex.SamplingClient.Request do
            %Error{
              type: :validation,
              category: :user,
-             message: Tinkex.RetryConfig.unknown_key_message(bad, known)
+             message: TinkexNative.RetryConfig.unknown_key_message(bad, known)
            }}
       end
     else

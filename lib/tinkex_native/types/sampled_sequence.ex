@@ -1,4 +1,4 @@
-defmodule Tinkex.Types.SampledSequence do
+defmodule TinkexNative.Types.SampledSequence do
   @moduledoc """
   One sampled sequence: its tokens (a list, or a little-endian int32
   binary with `tokens: :binary`), their logprobs, why it stopped, and the
@@ -6,7 +6,7 @@ defmodule Tinkex.Types.SampledSequence do
 
   ## Examples
 
-      iex> %Tinkex.Types.SampledSequence{tokens: [1], stop_reason: :length}.stop_reason
+      iex> %TinkexNative.Types.SampledSequence{tokens: [1], stop_reason: :length}.stop_reason
       :length
   """
 

@@ -1,4 +1,4 @@
-defmodule Tinkex.RateLimiter do
+defmodule TinkexNative.RateLimiter do
   @moduledoc """
   The shared 429 backoff of one `{base_url, api_key}` pair.
 
@@ -13,13 +13,13 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> limiter = Tinkex.RateLimiter.for_key("http://127.0.0.1:1", "tml-doc-example")
-      iex> Tinkex.RateLimiter.set_backoff(limiter, 50)
-      iex> Tinkex.RateLimiter.remaining_ms(limiter) > 0
+      iex> limiter = TinkexNative.RateLimiter.for_key("http://127.0.0.1:1", "tml-doc-example")
+      iex> TinkexNative.RateLimiter.set_backoff(limiter, 50)
+      iex> TinkexNative.RateLimiter.remaining_ms(limiter) > 0
       true
-      iex> Tinkex.RateLimiter.wait(limiter)
+      iex> TinkexNative.RateLimiter.wait(limiter)
       :ok
-      iex> Tinkex.RateLimiter.remaining_ms(limiter)
+      iex> TinkexNative.RateLimiter.remaining_ms(limiter)
       0
   """
 
@@ -36,17 +36,17 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> a = Tinkex.RateLimiter.for_key("http://x.test", "tml-1")
-      iex> b = Tinkex.RateLimiter.for_key("http://x.test/", "tml-1")
-      iex> Tinkex.RateLimiter.set_backoff(a, 1_000)
-      iex> Tinkex.RateLimiter.remaining_ms(b) > 0
+      iex> a = TinkexNative.RateLimiter.for_key("http://x.test", "tml-1")
+      iex> b = TinkexNative.RateLimiter.for_key("http://x.test/", "tml-1")
+      iex> TinkexNative.RateLimiter.set_backoff(a, 1_000)
+      iex> TinkexNative.RateLimiter.remaining_ms(b) > 0
       true
-      iex> Tinkex.RateLimiter.clear(a)
+      iex> TinkexNative.RateLimiter.clear(a)
       :ok
   """
   @spec for_key(String.t(), String.t()) :: t()
   def for_key(base_url, api_key) when is_binary(base_url) and is_binary(api_key) do
-    %__MODULE__{resource: Tinkex.Native.rate_limiter_for_key(base_url, api_key)}
+    %__MODULE__{resource: TinkexNative.Native.rate_limiter_for_key(base_url, api_key)}
   end
 
   def for_key(base_url, api_key) do
@@ -65,17 +65,17 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> l = Tinkex.RateLimiter.for_key("http://set.test", "tml-1")
-      iex> Tinkex.RateLimiter.set_backoff(l, 10_000)
-      iex> Tinkex.RateLimiter.set_backoff(l, 10)
-      iex> Tinkex.RateLimiter.remaining_ms(l) > 5_000
+      iex> l = TinkexNative.RateLimiter.for_key("http://set.test", "tml-1")
+      iex> TinkexNative.RateLimiter.set_backoff(l, 10_000)
+      iex> TinkexNative.RateLimiter.set_backoff(l, 10)
+      iex> TinkexNative.RateLimiter.remaining_ms(l) > 5_000
       true
-      iex> Tinkex.RateLimiter.clear(l)
+      iex> TinkexNative.RateLimiter.clear(l)
       :ok
   """
   @spec set_backoff(t(), non_neg_integer()) :: :ok
   def set_backoff(%__MODULE__{resource: r}, ms) when is_integer(ms) and ms >= 0 do
-    Tinkex.Native.rate_limiter_set_backoff(r, min(ms, @max_u64))
+    TinkexNative.Native.rate_limiter_set_backoff(r, min(ms, @max_u64))
     :ok
   end
 
@@ -89,26 +89,26 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> l = Tinkex.RateLimiter.for_key("http://clear.test", "tml-1")
-      iex> Tinkex.RateLimiter.set_backoff(l, 10_000)
-      iex> Tinkex.RateLimiter.clear(l)
+      iex> l = TinkexNative.RateLimiter.for_key("http://clear.test", "tml-1")
+      iex> TinkexNative.RateLimiter.set_backoff(l, 10_000)
+      iex> TinkexNative.RateLimiter.clear(l)
       :ok
-      iex> Tinkex.RateLimiter.remaining_ms(l)
+      iex> TinkexNative.RateLimiter.remaining_ms(l)
       0
   """
   @spec clear(t()) :: :ok
-  def clear(%__MODULE__{resource: r}), do: Tinkex.Native.rate_limiter_clear(r)
+  def clear(%__MODULE__{resource: r}), do: TinkexNative.Native.rate_limiter_clear(r)
 
   @doc """
   Milliseconds left (rounded up); 0 when there is no backoff.
 
   ## Examples
 
-      iex> Tinkex.RateLimiter.remaining_ms(Tinkex.RateLimiter.for_key("http://none.test", "tml-1"))
+      iex> TinkexNative.RateLimiter.remaining_ms(TinkexNative.RateLimiter.for_key("http://none.test", "tml-1"))
       0
   """
   @spec remaining_ms(t()) :: non_neg_integer()
-  def remaining_ms(%__MODULE__{resource: r}), do: Tinkex.Native.rate_limiter_remaining_ms(r)
+  def remaining_ms(%__MODULE__{resource: r}), do: TinkexNative.Native.rate_limiter_remaining_ms(r)
 
   @doc """
   Waits out the backoff: returns at once when there is none, otherwise
@@ -117,10 +117,10 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> l = Tinkex.RateLimiter.for_key("http://wait.test", "tml-1")
-      iex> Tinkex.RateLimiter.set_backoff(l, 20)
+      iex> l = TinkexNative.RateLimiter.for_key("http://wait.test", "tml-1")
+      iex> TinkexNative.RateLimiter.set_backoff(l, 20)
       iex> t0 = System.monotonic_time(:millisecond)
-      iex> Tinkex.RateLimiter.wait(l)
+      iex> TinkexNative.RateLimiter.wait(l)
       iex> System.monotonic_time(:millisecond) - t0 >= 19
       true
   """
@@ -128,7 +128,7 @@ defmodule Tinkex.RateLimiter do
   def wait(%__MODULE__{resource: r}) do
     ref = make_ref()
 
-    case Tinkex.Native.rate_limiter_wait(r, ref) do
+    case TinkexNative.Native.rate_limiter_wait(r, ref) do
       :ok ->
         :ok
 
@@ -144,13 +144,13 @@ defmodule Tinkex.RateLimiter do
 
   ## Examples
 
-      iex> is_integer(Tinkex.RateLimiter.count())
+      iex> is_integer(TinkexNative.RateLimiter.count())
       true
   """
   @spec count() :: non_neg_integer()
-  def count, do: Tinkex.Native.rate_limiter_count()
+  def count, do: TinkexNative.Native.rate_limiter_count()
 
   defimpl Inspect do
-    def inspect(_limiter, _opts), do: "#Tinkex.RateLimiter<>"
+    def inspect(_limiter, _opts), do: "#TinkexNative.RateLimiter<>"
   end
 end

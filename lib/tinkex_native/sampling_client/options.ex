@@ -1,9 +1,9 @@
-defmodule Tinkex.SamplingClient.Options do
+defmodule TinkexNative.SamplingClient.Options do
   @moduledoc false
-  # Validation of `Tinkex.SamplingClient.start_link/1` options: every error
+  # Validation of `TinkexNative.SamplingClient.start_link/1` options: every error
   # names the option and the value (never the API key's value).
 
-  alias Tinkex.RetryConfig
+  alias TinkexNative.RetryConfig
 
   @production "https://tinker.thinkingmachines.dev/services/tinker-prod"
   @keys [

@@ -1,8 +1,8 @@
-defmodule Tinkex.BackoffTest do
+defmodule TinkexNative.BackoffTest do
   use ExUnit.Case, async: true
-  doctest Tinkex.Backoff
+  doctest TinkexNative.Backoff
 
-  alias Tinkex.{Backoff, RetryConfig}
+  alias TinkexNative.{Backoff, RetryConfig}
 
   test "the default schedule through the NIF" do
     c = RetryConfig.new!()
@@ -68,7 +68,7 @@ defmodule Tinkex.BackoffTest do
           [-1, 1000, 0.25, 0, 0.5],
           [:a, 1000, 0.25, 0, 0.5]
         ] do
-      assert_raise ArgumentError, fn -> apply(Tinkex.Native, :backoff_delay, args) end
+      assert_raise ArgumentError, fn -> apply(TinkexNative.Native, :backoff_delay, args) end
     end
   end
 end

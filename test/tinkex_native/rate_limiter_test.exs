@@ -1,8 +1,8 @@
-defmodule Tinkex.RateLimiterTest do
+defmodule TinkexNative.RateLimiterTest do
   use ExUnit.Case, async: true
-  doctest Tinkex.RateLimiter
+  doctest TinkexNative.RateLimiter
 
-  alias Tinkex.RateLimiter
+  alias TinkexNative.RateLimiter
 
   defp unique_limiter do
     RateLimiter.for_key("http://rl-#{System.unique_integer([:positive])}.test", "tml-k")
@@ -96,7 +96,10 @@ defmodule Tinkex.RateLimiterTest do
       RateLimiter.set_backoff(unique_limiter(), -1)
     end
 
-    assert_raise ArgumentError, fn -> Tinkex.Native.rate_limiter_set_backoff(make_ref(), 1) end
-    assert_raise ArgumentError, fn -> Tinkex.Native.rate_limiter_for_key(1, 2) end
+    assert_raise ArgumentError, fn ->
+      TinkexNative.Native.rate_limiter_set_backoff(make_ref(), 1)
+    end
+
+    assert_raise ArgumentError, fn -> TinkexNative.Native.rate_limiter_for_key(1, 2) end
   end
 end

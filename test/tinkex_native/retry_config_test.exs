@@ -1,8 +1,8 @@
-defmodule Tinkex.RetryConfigTest do
+defmodule TinkexNative.RetryConfigTest do
   use ExUnit.Case, async: true
-  doctest Tinkex.RetryConfig
+  doctest TinkexNative.RetryConfig
 
-  alias Tinkex.RetryConfig
+  alias TinkexNative.RetryConfig
 
   test "defaults match the official Python SDK" do
     c = RetryConfig.new!()
@@ -52,7 +52,7 @@ defmodule Tinkex.RetryConfigTest do
     {%{"max_retries" => 3}, ~s(retry_config keys must be atoms, got: "max_retries")},
     {[1, 2], "expected retry_config options as a keyword list, got: [1, 2]"},
     {:fast,
-     "expected retry_config to be a %Tinkex.RetryConfig{}, a keyword list or a map, got: :fast"}
+     "expected retry_config to be a %TinkexNative.RetryConfig{}, a keyword list or a map, got: :fast"}
   ]
 
   test "every invalid option is rejected with a message naming field and value" do
@@ -73,10 +73,10 @@ defmodule Tinkex.RetryConfigTest do
 
   test "retryable? follows statuses and types" do
     c = RetryConfig.new!(retry_statuses: [418], retry_types: [:decode])
-    assert RetryConfig.retryable?(c, %Tinkex.Error{type: :http, status: 418})
-    refute RetryConfig.retryable?(c, %Tinkex.Error{type: :http, status: 503})
-    assert RetryConfig.retryable?(c, %Tinkex.Error{type: :decode})
-    refute RetryConfig.retryable?(c, %Tinkex.Error{type: :transport})
+    assert RetryConfig.retryable?(c, %TinkexNative.Error{type: :http, status: 418})
+    refute RetryConfig.retryable?(c, %TinkexNative.Error{type: :http, status: 503})
+    assert RetryConfig.retryable?(c, %TinkexNative.Error{type: :decode})
+    refute RetryConfig.retryable?(c, %TinkexNative.Error{type: :transport})
     refute RetryConfig.retryable?(c, :exception)
     assert RetryConfig.retryable?(RetryConfig.new!(retry_types: [:exception]), :exception)
   end

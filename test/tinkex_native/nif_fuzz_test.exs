@@ -1,5 +1,5 @@
-defmodule Tinkex.NifFuzzTest do
-  # Every NIF of `Tinkex.Native` fed random terms from a seeded generator
+defmodule TinkexNative.NifFuzzTest do
+  # Every NIF of `TinkexNative.Native` fed random terms from a seeded generator
   # (issue 7): the VM must not crash, and a call may only return a value of
   # the NIF's result shape (for input that happens to be valid), return
   # `{:error, _}`, or raise `ArgumentError`.
@@ -19,14 +19,14 @@ defmodule Tinkex.NifFuzzTest do
   # TINKEX_FUZZ_SEED=<int> changes the seed; TINKEX_FUZZ_CALLS the total;
   # TINKEX_FUZZ_VERBOSE=1 prints the outcomes per NIF.
   #
-  # async: false: it compares `Tinkex.RateLimiter.count/0`, which is
+  # async: false: it compares `TinkexNative.RateLimiter.count/0`, which is
   # VM-wide, before and after.
   use ExUnit.Case, async: false
 
-  import Tinkex.Test.Wait
+  import TinkexNative.Test.Wait
 
-  alias Tinkex.{Native, RateLimiter, RetryHandler}
-  alias Tinkex.Test.TinkerSim
+  alias TinkexNative.{Native, RateLimiter, RetryHandler}
+  alias TinkexNative.Test.TinkerSim
 
   @moduletag timeout: 300_000
 

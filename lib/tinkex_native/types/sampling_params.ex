@@ -1,4 +1,4 @@
-defmodule Tinkex.Types.SamplingParams do
+defmodule TinkexNative.Types.SamplingParams do
   @moduledoc """
   How to sample.
 
@@ -13,10 +13,10 @@ defmodule Tinkex.Types.SamplingParams do
 
   ## Examples
 
-      iex> {:ok, p} = Tinkex.Types.SamplingParams.validate(%Tinkex.Types.SamplingParams{max_tokens: 8})
+      iex> {:ok, p} = TinkexNative.Types.SamplingParams.validate(%TinkexNative.Types.SamplingParams{max_tokens: 8})
       iex> p.temperature
       1.0
-      iex> {:error, e} = Tinkex.Types.SamplingParams.validate(%Tinkex.Types.SamplingParams{top_p: 0})
+      iex> {:error, e} = TinkexNative.Types.SamplingParams.validate(%TinkexNative.Types.SamplingParams{top_p: 0})
       iex> e.message
       "invalid value for :top_p: expected a number in (0, 1], got: 0"
   """
@@ -38,15 +38,15 @@ defmodule Tinkex.Types.SamplingParams do
 
   @doc """
   Checks every field; returns `{:ok, params}` (numbers normalised to
-  floats where the wire wants floats) or `{:error, %Tinkex.Error{}}`
+  floats where the wire wants floats) or `{:error, %TinkexNative.Error{}}`
   naming the field and the value.
 
   ## Examples
 
-      iex> Tinkex.Types.SamplingParams.validate(%Tinkex.Types.SamplingParams{temperature: 0})
-      {:ok, %Tinkex.Types.SamplingParams{temperature: 0.0}}
+      iex> TinkexNative.Types.SamplingParams.validate(%TinkexNative.Types.SamplingParams{temperature: 0})
+      {:ok, %TinkexNative.Types.SamplingParams{temperature: 0.0}}
   """
-  @spec validate(term()) :: {:ok, t()} | {:error, Tinkex.Error.t()}
+  @spec validate(term()) :: {:ok, t()} | {:error, TinkexNative.Error.t()}
   def validate(%__MODULE__{} = p) do
     with :ok <-
            check(
@@ -97,12 +97,16 @@ defmodule Tinkex.Types.SamplingParams do
   def validate(other),
     do:
       {:error,
-       Tinkex.Error.validation(:sampling_params, other, "a %Tinkex.Types.SamplingParams{}")}
+       TinkexNative.Error.validation(
+         :sampling_params,
+         other,
+         "a %TinkexNative.Types.SamplingParams{}"
+       )}
 
   defp check(_field, _value, true, _expected), do: :ok
 
   defp check(field, value, false, expected),
-    do: {:error, Tinkex.Error.validation(field, value, expected)}
+    do: {:error, TinkexNative.Error.validation(field, value, expected)}
 
   defp stop?(nil), do: true
   defp stop?(s) when is_binary(s), do: true

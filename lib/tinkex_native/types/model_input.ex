@@ -1,18 +1,18 @@
-defmodule Tinkex.Types.ModelInput do
+defmodule TinkexNative.Types.ModelInput do
   @moduledoc """
-  A prompt: a list of chunks (today, `Tinkex.Types.EncodedTextChunk`s of
+  A prompt: a list of chunks (today, `TinkexNative.Types.EncodedTextChunk`s of
   token ids).
 
   ## Examples
 
-      iex> input = Tinkex.Types.ModelInput.from_ints([1, 2, 3])
-      iex> Tinkex.Types.ModelInput.length(input)
+      iex> input = TinkexNative.Types.ModelInput.from_ints([1, 2, 3])
+      iex> TinkexNative.Types.ModelInput.length(input)
       3
-      iex> Tinkex.Types.ModelInput.to_ints(input)
+      iex> TinkexNative.Types.ModelInput.to_ints(input)
       [1, 2, 3]
   """
 
-  alias Tinkex.Types.EncodedTextChunk
+  alias TinkexNative.Types.EncodedTextChunk
 
   @enforce_keys [:chunks]
   defstruct chunks: []
@@ -26,8 +26,8 @@ defmodule Tinkex.Types.ModelInput do
 
   ## Examples
 
-      iex> Tinkex.Types.ModelInput.from_ints([5, 6])
-      %Tinkex.Types.ModelInput{chunks: [%Tinkex.Types.EncodedTextChunk{tokens: [5, 6]}]}
+      iex> TinkexNative.Types.ModelInput.from_ints([5, 6])
+      %TinkexNative.Types.ModelInput{chunks: [%TinkexNative.Types.EncodedTextChunk{tokens: [5, 6]}]}
   """
   @spec from_ints([integer()]) :: t()
   def from_ints(tokens) when is_list(tokens) do
@@ -39,8 +39,8 @@ defmodule Tinkex.Types.ModelInput do
 
   ## Examples
 
-      iex> Tinkex.Types.ModelInput.to_ints(%Tinkex.Types.ModelInput{chunks: [
-      ...>   %Tinkex.Types.EncodedTextChunk{tokens: [1]}, %Tinkex.Types.EncodedTextChunk{tokens: [2]}]})
+      iex> TinkexNative.Types.ModelInput.to_ints(%TinkexNative.Types.ModelInput{chunks: [
+      ...>   %TinkexNative.Types.EncodedTextChunk{tokens: [1]}, %TinkexNative.Types.EncodedTextChunk{tokens: [2]}]})
       [1, 2]
   """
   @spec to_ints(t()) :: [integer()]
@@ -51,7 +51,7 @@ defmodule Tinkex.Types.ModelInput do
 
   ## Examples
 
-      iex> Tinkex.Types.ModelInput.length(Tinkex.Types.ModelInput.from_ints([1, 2]))
+      iex> TinkexNative.Types.ModelInput.length(TinkexNative.Types.ModelInput.from_ints([1, 2]))
       2
   """
   @spec length(t()) :: non_neg_integer()
@@ -61,17 +61,17 @@ defmodule Tinkex.Types.ModelInput do
   @doc """
   Checks the prompt and encodes each chunk as a little-endian int32
   binary, the form the native side reads without a per-token decode.
-  Returns `{:ok, [binary]}` or `{:error, %Tinkex.Error{type: :validation}}`.
+  Returns `{:ok, [binary]}` or `{:error, %TinkexNative.Error{type: :validation}}`.
 
   ## Examples
 
-      iex> Tinkex.Types.ModelInput.encode(Tinkex.Types.ModelInput.from_ints([1, 256]))
+      iex> TinkexNative.Types.ModelInput.encode(TinkexNative.Types.ModelInput.from_ints([1, 256]))
       {:ok, [<<1, 0, 0, 0, 0, 1, 0, 0>>]}
-      iex> {:error, e} = Tinkex.Types.ModelInput.encode(Tinkex.Types.ModelInput.from_ints([]))
+      iex> {:error, e} = TinkexNative.Types.ModelInput.encode(TinkexNative.Types.ModelInput.from_ints([]))
       iex> e.message
       "invalid value for :prompt: expected a prompt with at least one token, got: []"
   """
-  @spec encode(term()) :: {:ok, [binary()]} | {:error, Tinkex.Error.t()}
+  @spec encode(term()) :: {:ok, [binary()]} | {:error, TinkexNative.Error.t()}
   def encode(%__MODULE__{chunks: [_ | _] = chunks} = input) do
     Enum.reduce_while(chunks, {:ok, []}, fn
       %EncodedTextChunk{tokens: tokens}, {:ok, acc} when is_list(tokens) ->
@@ -81,16 +81,17 @@ defmodule Tinkex.Types.ModelInput do
 
           {:error, bad} ->
             {:halt,
-             {:error, Tinkex.Error.validation(:prompt, bad, "token ids that are 32-bit integers")}}
+             {:error,
+              TinkexNative.Error.validation(:prompt, bad, "token ids that are 32-bit integers")}}
         end
 
       chunk, _ ->
         {:halt,
          {:error,
-          Tinkex.Error.validation(
+          TinkexNative.Error.validation(
             :prompt,
             chunk,
-            "a list of %Tinkex.Types.EncodedTextChunk{tokens: [integer]}"
+            "a list of %TinkexNative.Types.EncodedTextChunk{tokens: [integer]}"
           )}}
     end)
     |> case do
@@ -98,7 +99,11 @@ defmodule Tinkex.Types.ModelInput do
         if Enum.all?(bins, &(&1 == "")),
           do:
             {:error,
-             Tinkex.Error.validation(:prompt, to_ints(input), "a prompt with at least one token")},
+             TinkexNative.Error.validation(
+               :prompt,
+               to_ints(input),
+               "a prompt with at least one token"
+             )},
           else: {:ok, Enum.reverse(bins)}
 
       error ->
@@ -107,10 +112,12 @@ defmodule Tinkex.Types.ModelInput do
   end
 
   def encode(%__MODULE__{chunks: []}),
-    do: {:error, Tinkex.Error.validation(:prompt, [], "a prompt with at least one token")}
+    do: {:error, TinkexNative.Error.validation(:prompt, [], "a prompt with at least one token")}
 
   def encode(other),
-    do: {:error, Tinkex.Error.validation(:prompt, other, "a %Tinkex.Types.ModelInput{}")}
+    do:
+      {:error,
+       TinkexNative.Error.validation(:prompt, other, "a %TinkexNative.Types.ModelInput{}")}
 
   defp encode_tokens([t | rest], acc) when is_integer(t) and t in @int32,
     do: encode_tokens(rest, [acc | <<t::little-signed-32>>])

@@ -1,12 +1,12 @@
-defmodule Tinkex.Types.SampleResponse do
+defmodule TinkexNative.Types.SampleResponse do
   @moduledoc """
-  The result of a sample: one `Tinkex.Types.SampledSequence` per requested
+  The result of a sample: one `TinkexNative.Types.SampledSequence` per requested
   sample, and the prompt's logprobs when asked for (`nil` at positions that
   have none, such as the first).
 
   ## Examples
 
-      iex> %Tinkex.Types.SampleResponse{sequences: []}.prompt_logprobs
+      iex> %TinkexNative.Types.SampleResponse{sequences: []}.prompt_logprobs
       nil
   """
 
@@ -17,7 +17,7 @@ defmodule Tinkex.Types.SampleResponse do
             request_id: nil
 
   @type t :: %__MODULE__{
-          sequences: [Tinkex.Types.SampledSequence.t()],
+          sequences: [TinkexNative.Types.SampledSequence.t()],
           prompt_logprobs: [float() | nil] | nil,
           topk_prompt_logprobs: [[{integer(), float()}] | nil] | nil,
           prompt_cache_hit_tokens: non_neg_integer(),

@@ -1,12 +1,12 @@
-defmodule Tinkex.SamplingClientTest do
+defmodule TinkexNative.SamplingClientTest do
   use ExUnit.Case, async: true
 
-  import Tinkex.Test.Wait
-  doctest Tinkex.SamplingClient
+  import TinkexNative.Test.Wait
+  doctest TinkexNative.SamplingClient
 
-  alias Tinkex.{Error, SamplingClient}
-  alias Tinkex.Test.TinkerSim
-  alias Tinkex.Types.{ModelInput, SampledSequence, SampleResponse, SamplingParams}
+  alias TinkexNative.{Error, SamplingClient}
+  alias TinkexNative.Test.TinkerSim
+  alias TinkexNative.Types.{ModelInput, SampledSequence, SampleResponse, SamplingParams}
 
   @key "tml-sampling-client-test"
   # Protocol delays shrunk so retries take milliseconds, not seconds.
@@ -123,7 +123,7 @@ defmodule Tinkex.SamplingClientTest do
       assert SamplingClient.stats(explicit).available_permits == 3
     end
 
-    test "a refusing service gives {:error, %Tinkex.Error{}} and no process", %{sim: sim} do
+    test "a refusing service gives {:error, %TinkexNative.Error{}} and no process", %{sim: sim} do
       {:ok, _} =
         TinkerSim.set_scenario(sim, %{
           "rules" => [%{"endpoint" => "create_session", "action" => %{"status" => 403}}]
@@ -399,17 +399,17 @@ defmodule Tinkex.SamplingClientTest do
           ]
         })
 
-      Tinkex.Telemetry.attach_sink(self())
-      on_exit(fn -> Tinkex.Telemetry.detach_sink(self()) end)
+      TinkexNative.Telemetry.attach_sink(self())
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
       client = start_client(sim)
       ssid = SamplingClient.session(client).sampling_session_id
       assert {:ok, _} = sample!(client)
 
-      assert_receive {:tinkex_telemetry, [:tinkex, :retry_handler, :attempt_failed],
+      assert_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :attempt_failed],
                       %{attempt: 1},
                       %{handler: ^ssid, retry?: true, error: %Error{type: :expired}}}
 
-      assert_receive {:tinkex_telemetry, [:tinkex, :sample, :stop], %{attempts: 2},
+      assert_receive {:tinkex_telemetry, [:tinkex_native, :sample, :stop], %{attempts: 2},
                       %{session: ^ssid, result: :ok}}
     end
   end
@@ -495,10 +495,11 @@ defmodule Tinkex.SamplingClientTest do
     client = start_client(sim)
     GenServer.stop(client)
 
-    assert {:error, %Error{type: :validation, message: "no running Tinkex.SamplingClient: " <> _}} =
+    assert {:error,
+            %Error{type: :validation, message: "no running TinkexNative.SamplingClient: " <> _}} =
              SamplingClient.sample(client, prompt(), params())
 
-    assert_raise ArgumentError, ~r/no running Tinkex.SamplingClient/, fn ->
+    assert_raise ArgumentError, ~r/no running TinkexNative.SamplingClient/, fn ->
       SamplingClient.stats(client)
     end
   end
@@ -506,9 +507,9 @@ defmodule Tinkex.SamplingClientTest do
   test "a killed client's published handle is removed", %{sim: sim} do
     client = start_client(sim)
     Process.unlink(client)
-    assert {:ok, _} = Tinkex.ClientTable.fetch(client)
+    assert {:ok, _} = TinkexNative.ClientTable.fetch(client)
     Process.exit(client, :kill)
-    wait_until(fn -> Tinkex.ClientTable.fetch(client) == :error end)
+    wait_until(fn -> TinkexNative.ClientTable.fetch(client) == :error end)
   end
 
   describe "secrets" do
@@ -517,7 +518,7 @@ defmodule Tinkex.SamplingClientTest do
       refute inspect(:sys.get_state(client)) =~ @key
       refute inspect(:sys.get_status(client)) =~ @key
       refute inspect(SamplingClient.stats(client)) =~ @key
-      refute inspect(:ets.tab2list(Tinkex.ClientTable)) =~ @key
+      refute inspect(:ets.tab2list(TinkexNative.ClientTable)) =~ @key
     end
   end
 

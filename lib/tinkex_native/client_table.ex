@@ -1,4 +1,4 @@
-defmodule Tinkex.ClientTable do
+defmodule TinkexNative.ClientTable do
   @moduledoc false
   # Owns the ETS table where each sampling client publishes its immutable
   # parts once (native resources, config, ids), so that `sample/4` reads

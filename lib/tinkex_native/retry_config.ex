@@ -1,6 +1,6 @@
-defmodule Tinkex.RetryConfig do
+defmodule TinkexNative.RetryConfig do
   @moduledoc """
-  How a sampling client (or any `Tinkex.RetryHandler`) retries, limits its
+  How a sampling client (or any `TinkexNative.RetryHandler`) retries, limits its
   concurrency and detects stuck requests.
 
   The defaults are the official Python SDK's
@@ -17,7 +17,7 @@ defmodule Tinkex.RetryConfig do
   | `:enable_retry_logic` | `true` | `false`: one attempt (still under the semaphore and watchdog) | `enable_retry_logic` |
   | `:enable_stuck_detection` | `true` | `false`: no watchdog | `enable_stuck_detection` |
   | `:retry_statuses` | `[408, 409, 429, 500..599]` | HTTP statuses retried | `is_retryable_status_code` |
-  | `:retry_types` | `[:transport, :timeout, :expired]` | `Tinkex.Error` types retried whatever their status; add `:exception` to retry functions that raise, throw or exit in `Tinkex.RetryHandler.execute/3` | `retryable_exceptions` |
+  | `:retry_types` | `[:transport, :timeout, :expired]` | `TinkexNative.Error` types retried whatever their status; add `:exception` to retry functions that raise, throw or exit in `TinkexNative.RetryHandler.execute/3` | `retryable_exceptions` |
 
   ## Backoff
 
@@ -35,20 +35,20 @@ defmodule Tinkex.RetryConfig do
   | 5th | 8 s | 6 – 10 s |
   | 6th and later | 10 s | 7.5 – 10 s |
 
-  See `delay_ms/3` and `Tinkex.Backoff`.
+  See `delay_ms/3` and `TinkexNative.Backoff`.
 
   ## Examples
 
-      iex> {:ok, config} = Tinkex.RetryConfig.new(max_connections: 64, jitter_pct: 0)
+      iex> {:ok, config} = TinkexNative.RetryConfig.new(max_connections: 64, jitter_pct: 0)
       iex> {config.max_connections, config.jitter_pct, config.base_delay_ms}
       {64, 0.0, 500}
 
-      iex> Tinkex.RetryConfig.new(max_retry: 3)
+      iex> TinkexNative.RetryConfig.new(max_retry: 3)
       {:error, %ArgumentError{message: "unknown option :max_retry. Did you mean :max_retries?"}}
 
   Two configs with equal fields are equal terms, so a config can key a cache:
 
-      iex> Tinkex.RetryConfig.new!(jitter_pct: 0) == Tinkex.RetryConfig.new!(jitter_pct: 0.0)
+      iex> TinkexNative.RetryConfig.new!(jitter_pct: 0) == TinkexNative.RetryConfig.new!(jitter_pct: 0.0)
       true
   """
 
@@ -103,11 +103,11 @@ defmodule Tinkex.RetryConfig do
 
   ## Examples
 
-      iex> {:ok, c} = Tinkex.RetryConfig.new(%{max_retries: 5})
+      iex> {:ok, c} = TinkexNative.RetryConfig.new(%{max_retries: 5})
       iex> c.max_retries
       5
 
-      iex> {:error, e} = Tinkex.RetryConfig.new(max_connections: 0)
+      iex> {:error, e} = TinkexNative.RetryConfig.new(max_connections: 0)
       iex> e.message
       "invalid value for :max_connections: expected a positive integer or nil, got: 0"
   """
@@ -127,7 +127,7 @@ defmodule Tinkex.RetryConfig do
   def new(other) do
     {:error,
      ArgumentError.exception(
-       "expected retry_config to be a %Tinkex.RetryConfig{}, a keyword list or a map, got: #{inspect(other)}"
+       "expected retry_config to be a %TinkexNative.RetryConfig{}, a keyword list or a map, got: #{inspect(other)}"
      )}
   end
 
@@ -136,7 +136,7 @@ defmodule Tinkex.RetryConfig do
 
   ## Examples
 
-      iex> Tinkex.RetryConfig.new!(base_delay_ms: 100).base_delay_ms
+      iex> TinkexNative.RetryConfig.new!(base_delay_ms: 100).base_delay_ms
       100
   """
   @spec new!(t() | keyword() | map()) :: t()
@@ -158,35 +158,35 @@ defmodule Tinkex.RetryConfig do
 
   ## Examples
 
-      iex> config = Tinkex.RetryConfig.new!()
-      iex> Tinkex.RetryConfig.delay_ms(config, 0, u: 0.5)
+      iex> config = TinkexNative.RetryConfig.new!()
+      iex> TinkexNative.RetryConfig.delay_ms(config, 0, u: 0.5)
       500
-      iex> Tinkex.RetryConfig.delay_ms(config, 10, u: 0.999)
+      iex> TinkexNative.RetryConfig.delay_ms(config, 10, u: 0.999)
       10000
-      iex> Tinkex.RetryConfig.delay_ms(config, 2, u: 0.0)
+      iex> TinkexNative.RetryConfig.delay_ms(config, 2, u: 0.0)
       1500
   """
   @spec delay_ms(t(), non_neg_integer(), keyword()) :: non_neg_integer()
   def delay_ms(%__MODULE__{} = config, attempt, opts \\ []),
-    do: Tinkex.Backoff.delay_ms(config, attempt, opts)
+    do: TinkexNative.Backoff.delay_ms(config, attempt, opts)
 
   @doc """
   Whether this config's rule retries `error`.
 
   ## Examples
 
-      iex> config = Tinkex.RetryConfig.new!()
-      iex> Tinkex.RetryConfig.retryable?(config, %Tinkex.Error{type: :http, status: 503})
+      iex> config = TinkexNative.RetryConfig.new!()
+      iex> TinkexNative.RetryConfig.retryable?(config, %TinkexNative.Error{type: :http, status: 503})
       true
-      iex> Tinkex.RetryConfig.retryable?(config, %Tinkex.Error{type: :http, status: 400})
+      iex> TinkexNative.RetryConfig.retryable?(config, %TinkexNative.Error{type: :http, status: 400})
       false
-      iex> Tinkex.RetryConfig.retryable?(config, %Tinkex.Error{type: :request_failed, category: :server})
+      iex> TinkexNative.RetryConfig.retryable?(config, %TinkexNative.Error{type: :request_failed, category: :server})
       false
   """
-  @spec retryable?(t(), Tinkex.Error.t() | :exception) :: boolean()
+  @spec retryable?(t(), TinkexNative.Error.t() | :exception) :: boolean()
   def retryable?(%__MODULE__{retry_types: types}, :exception), do: :exception in types
 
-  def retryable?(%__MODULE__{} = config, %Tinkex.Error{type: type, status: status}) do
+  def retryable?(%__MODULE__{} = config, %TinkexNative.Error{type: type, status: status}) do
     type in config.retry_types or
       (type == :http and is_integer(status) and
          Enum.any?(config.retry_statuses, &status_in?(status, &1)))
@@ -200,7 +200,7 @@ defmodule Tinkex.RetryConfig do
 
   ## Examples
 
-      iex> Tinkex.RetryConfig.to_native(Tinkex.RetryConfig.new!()).retry_statuses
+      iex> TinkexNative.RetryConfig.to_native(TinkexNative.RetryConfig.new!()).retry_statuses
       [{408, 408}, {409, 409}, {429, 429}, {500, 599}]
   """
   @spec to_native(t()) :: map()

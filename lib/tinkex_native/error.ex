@@ -1,4 +1,4 @@
-defmodule Tinkex.Error do
+defmodule TinkexNative.Error do
   @moduledoc """
   The error of every failed request, execution or validation.
 
@@ -20,10 +20,10 @@ defmodule Tinkex.Error do
 
   ## Examples
 
-      iex> e = %Tinkex.Error{type: :http, status: 503, message: "unavailable", retryable?: true}
+      iex> e = %TinkexNative.Error{type: :http, status: 503, message: "unavailable", retryable?: true}
       iex> Exception.message(e)
       "unavailable"
-      iex> Tinkex.Error.user_error?(%Tinkex.Error{type: :http, status: 422, message: "bad"})
+      iex> TinkexNative.Error.user_error?(%TinkexNative.Error{type: :http, status: 422, message: "bad"})
       true
   """
 
@@ -56,13 +56,13 @@ defmodule Tinkex.Error do
                retryable?: false
 
   @doc """
-  The error as the native side reports it: the NIF builds `%Tinkex.Error{}`
+  The error as the native side reports it: the NIF builds `%TinkexNative.Error{}`
   itself (returned as is); the tuple form is still accepted.
 
   ## Examples
 
-      iex> Tinkex.Error.from_native({:tinkex_error, :http, nil, 429, "slow down", "r1", true})
-      %Tinkex.Error{type: :http, status: 429, message: "slow down", request_id: "r1", retryable?: true}
+      iex> TinkexNative.Error.from_native({:tinkex_error, :http, nil, 429, "slow down", "r1", true})
+      %TinkexNative.Error{type: :http, status: 429, message: "slow down", request_id: "r1", retryable?: true}
   """
   @spec from_native(t() | tuple()) :: t()
   def from_native(%__MODULE__{} = error), do: error
@@ -83,7 +83,7 @@ defmodule Tinkex.Error do
 
   ## Examples
 
-      iex> Tinkex.Error.validation(:max_tokens, -1, "a positive integer").message
+      iex> TinkexNative.Error.validation(:max_tokens, -1, "a positive integer").message
       "invalid value for :max_tokens: expected a positive integer, got: -1"
   """
   @spec validation(atom() | String.t(), term(), String.t()) :: t()
@@ -102,7 +102,7 @@ defmodule Tinkex.Error do
 
   ## Examples
 
-      iex> Tinkex.Error.user_error?(%Tinkex.Error{type: :http, status: 408, message: "later"})
+      iex> TinkexNative.Error.user_error?(%TinkexNative.Error{type: :http, status: 408, message: "later"})
       false
   """
   @spec user_error?(t()) :: boolean()

@@ -1,4 +1,4 @@
-defmodule Tinkex.BadInputTest do
+defmodule TinkexNative.BadInputTest do
   # Bad input (issue 7): invalid configs and requests fail with an error
   # that names the field, before anything is sent; malformed server answers
   # are clear decode errors, never crashes, never retried.
@@ -6,9 +6,9 @@ defmodule Tinkex.BadInputTest do
   # async: false because one case unsets TINKER_API_KEY.
   use ExUnit.Case, async: false
 
-  alias Tinkex.{Backoff, Error, RateLimiter, RetryConfig, RetryHandler, SamplingClient}
-  alias Tinkex.Test.TinkerSim
-  alias Tinkex.Types.{EncodedTextChunk, ModelInput, SamplingParams}
+  alias TinkexNative.{Backoff, Error, RateLimiter, RetryConfig, RetryHandler, SamplingClient}
+  alias TinkexNative.Test.TinkerSim
+  alias TinkexNative.Types.{EncodedTextChunk, ModelInput, SamplingParams}
 
   @key "tml-bad-input-test-key"
 
@@ -338,7 +338,7 @@ defmodule Tinkex.BadInputTest do
   # back, which takes seconds for a multi-megabyte body: post it raw.
   defp post_scenario(sim, scenario) do
     url = String.to_charlist(sim.base_url <> "/_sim/scenario")
-    body = Tinkex.Test.JSON.encode!(scenario)
+    body = TinkexNative.Test.JSON.encode!(scenario)
 
     assert {:ok, {{_, 200, _}, _, _}} =
              :httpc.request(:post, {url, [], ~c"application/json", body}, [timeout: 60_000],

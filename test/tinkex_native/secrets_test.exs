@@ -1,4 +1,4 @@
-defmodule Tinkex.SecretsTest do
+defmodule TinkexNative.SecretsTest do
   # Secrets and transport (issue 7): the API key never shows in `inspect`
   # of a struct or of process state, in logs at any level, in telemetry
   # metadata, in error messages or in the crash report of a client; TLS
@@ -10,14 +10,14 @@ defmodule Tinkex.SecretsTest do
   # Elixir's Logger drops by default) for the whole VM.
   use ExUnit.Case, async: false
 
-  import Tinkex.Test.Wait
+  import TinkexNative.Test.Wait
 
   import ExUnit.CaptureLog
   require Logger
 
-  alias Tinkex.{Error, RateLimiter, RetryHandler, SamplingClient, Telemetry}
-  alias Tinkex.Test.TinkerSim
-  alias Tinkex.Types.{ModelInput, SamplingParams}
+  alias TinkexNative.{Error, RateLimiter, RetryHandler, SamplingClient, Telemetry}
+  alias TinkexNative.Test.TinkerSim
+  alias TinkexNative.Types.{ModelInput, SamplingParams}
 
   @key "tml-sEcReT-4f2d9c81b7e05a"
   @wrong_key "tml-WrOnG-93a1c7e2d4f60b"
@@ -112,14 +112,14 @@ defmodule Tinkex.SecretsTest do
   test "inspect of structs and process state never shows the key", %{sim: sim} do
     client = start_client(sim)
     assert {:ok, _} = sample(client)
-    {:ok, handle} = Tinkex.ClientTable.fetch(client)
+    {:ok, handle} = TinkexNative.ClientTable.fetch(client)
 
     for {what, term} <- [
           {"the client state", :sys.get_state(client)},
           {"the client status", :sys.get_status(client)},
           {"the client's process info", Process.info(client)},
           {"the published handle", handle},
-          {"the client table", :ets.tab2list(Tinkex.ClientTable)},
+          {"the client table", :ets.tab2list(TinkexNative.ClientTable)},
           {"stats", SamplingClient.stats(client)},
           {"the retry config", SamplingClient.retry_config(client)},
           {"the session", SamplingClient.session(client)},
@@ -285,7 +285,7 @@ defmodule Tinkex.SecretsTest do
 
       # One request, no retry (a heartbeat): the raw transport error.
       ref = make_ref()
-      assert :ok = Tinkex.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
+      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
       assert_receive {:tinkex_heartbeat, ^ref, {:error, %Error{type: :transport} = e}}, 10_000
       refute_secret(show(e), "a TLS error")
 
@@ -326,7 +326,7 @@ defmodule Tinkex.SecretsTest do
 
       ref = make_ref()
       url = "https://127.0.0.1:#{port}"
-      assert :ok = Tinkex.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
+      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
 
       assert_receive {:tinkex_heartbeat, ^ref, {:error, %Error{type: :transport} = e}}, 10_000
       assert e.message =~ ~r/certificate/i
@@ -347,7 +347,7 @@ defmodule Tinkex.SecretsTest do
 
       for url <- [sim.base_url, "http://localhost:#{sim.port}", "http://[::1]:1"] do
         assert {:ok, _} =
-                 Tinkex.SamplingClient.Options.validate(
+                 TinkexNative.SamplingClient.Options.validate(
                    base_url: url,
                    api_key: @key,
                    base_model: "m"
@@ -358,7 +358,7 @@ defmodule Tinkex.SecretsTest do
         nil ->
           # No other interface here: the option is at least accepted.
           assert {:ok, _} =
-                   Tinkex.SamplingClient.Options.validate(
+                   TinkexNative.SamplingClient.Options.validate(
                      base_url: "http://192.0.2.2",
                      api_key: @key,
                      base_model: "m",

@@ -1,11 +1,11 @@
-defmodule Tinkex.Types.EncodedTextChunk do
+defmodule TinkexNative.Types.EncodedTextChunk do
   @moduledoc """
   A chunk of prompt token ids (`{"type":"encoded_text","tokens":[...]}` on
   the wire).
 
   ## Examples
 
-      iex> %Tinkex.Types.EncodedTextChunk{tokens: [1, 2, 3]}.tokens
+      iex> %TinkexNative.Types.EncodedTextChunk{tokens: [1, 2, 3]}.tokens
       [1, 2, 3]
   """
 

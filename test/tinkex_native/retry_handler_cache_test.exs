@@ -1,10 +1,10 @@
-defmodule Tinkex.RetryHandlerCacheTest do
+defmodule TinkexNative.RetryHandlerCacheTest do
   # Not async: it counts the VM's live handlers, which other tests change.
   use ExUnit.Case, async: false
 
-  import Tinkex.Test.Wait
+  import TinkexNative.Test.Wait
 
-  alias Tinkex.RetryHandler
+  alias TinkexNative.RetryHandler
 
   test "a handler nobody holds is freed; one in use is kept" do
     before = RetryHandler.live_count()

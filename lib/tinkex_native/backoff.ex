@@ -1,4 +1,4 @@
-defmodule Tinkex.Backoff do
+defmodule TinkexNative.Backoff do
   @moduledoc """
   The corrected exponential backoff, computed by the native core.
 
@@ -8,14 +8,14 @@ defmodule Tinkex.Backoff do
 
   ## Examples
 
-      iex> config = Tinkex.RetryConfig.new!()
-      iex> for k <- 0..6, do: Tinkex.Backoff.delay_ms(config, k, u: 0.5)
+      iex> config = TinkexNative.RetryConfig.new!()
+      iex> for k <- 0..6, do: TinkexNative.Backoff.delay_ms(config, k, u: 0.5)
       [500, 1000, 2000, 4000, 8000, 10000, 10000]
-      iex> Tinkex.Backoff.schedule(config, 4, seed: 42) == Tinkex.Backoff.schedule(config, 4, seed: 42)
+      iex> TinkexNative.Backoff.schedule(config, 4, seed: 42) == TinkexNative.Backoff.schedule(config, 4, seed: 42)
       true
   """
 
-  alias Tinkex.RetryConfig
+  alias TinkexNative.RetryConfig
 
   @max_u64 18_446_744_073_709_551_615
 
@@ -29,9 +29,9 @@ defmodule Tinkex.Backoff do
 
   ## Examples
 
-      iex> Tinkex.Backoff.delay_ms(Tinkex.RetryConfig.new!(), 1, u: 0.0)
+      iex> TinkexNative.Backoff.delay_ms(TinkexNative.RetryConfig.new!(), 1, u: 0.0)
       750
-      iex> Tinkex.Backoff.delay_ms(Tinkex.RetryConfig.new!(), 10 ** 40, u: 0.5)
+      iex> TinkexNative.Backoff.delay_ms(TinkexNative.RetryConfig.new!(), 10 ** 40, u: 0.5)
       10000
   """
   @spec delay_ms(RetryConfig.t(), non_neg_integer(), keyword()) :: non_neg_integer()
@@ -40,14 +40,20 @@ defmodule Tinkex.Backoff do
 
     case Keyword.fetch(opts, :u) do
       {:ok, u} when is_number(u) and u >= 0 and u < 1 ->
-        Tinkex.Native.backoff_delay(c.base_delay_ms, c.max_delay_ms, c.jitter_pct, attempt, u / 1)
+        TinkexNative.Native.backoff_delay(
+          c.base_delay_ms,
+          c.max_delay_ms,
+          c.jitter_pct,
+          attempt,
+          u / 1
+        )
 
       {:ok, u} ->
         raise ArgumentError,
               "invalid value for :u: expected a number in [0, 1), got: #{inspect(u)}"
 
       :error ->
-        Tinkex.Native.backoff_random(c.base_delay_ms, c.max_delay_ms, c.jitter_pct, attempt)
+        TinkexNative.Native.backoff_random(c.base_delay_ms, c.max_delay_ms, c.jitter_pct, attempt)
     end
   end
 
@@ -57,8 +63,8 @@ defmodule Tinkex.Backoff do
 
   ## Examples
 
-      iex> config = Tinkex.RetryConfig.new!(jitter_pct: 0)
-      iex> Tinkex.Backoff.schedule(config, 3, seed: 1)
+      iex> config = TinkexNative.RetryConfig.new!(jitter_pct: 0)
+      iex> TinkexNative.Backoff.schedule(config, 3, seed: 1)
       [500, 1000, 2000]
   """
   @spec schedule(RetryConfig.t(), 0..10_000, keyword()) :: [non_neg_integer()]
@@ -73,7 +79,13 @@ defmodule Tinkex.Backoff do
                 "invalid value for :seed: expected a non-negative integer, got: #{inspect(other)}"
       end
 
-    Tinkex.Native.backoff_schedule(c.base_delay_ms, c.max_delay_ms, c.jitter_pct, count, seed)
+    TinkexNative.Native.backoff_schedule(
+      c.base_delay_ms,
+      c.max_delay_ms,
+      c.jitter_pct,
+      count,
+      seed
+    )
   end
 
   def schedule(%RetryConfig{}, count, _opts) do

@@ -1,10 +1,10 @@
-defmodule Tinkex.RetryHandlerTest do
+defmodule TinkexNative.RetryHandlerTest do
   use ExUnit.Case, async: true
 
-  import Tinkex.Test.Wait
-  doctest Tinkex.RetryHandler
+  import TinkexNative.Test.Wait
+  doctest TinkexNative.RetryHandler
 
-  alias Tinkex.{Error, RetryHandler}
+  alias TinkexNative.{Error, RetryHandler}
 
   defp handler(opts \\ []) do
     name = "test-#{System.unique_integer([:positive])}"
@@ -169,18 +169,18 @@ defmodule Tinkex.RetryHandlerTest do
     end
 
     test "telemetry reports each failed attempt with severity" do
-      Tinkex.Telemetry.attach_sink(self())
-      on_exit(fn -> Tinkex.Telemetry.detach_sink(self()) end)
+      TinkexNative.Telemetry.attach_sink(self())
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
       h = handler(max_retries: 1)
       RetryHandler.execute(h, fn -> {:error, http(503)} end)
       name = h.name
 
-      assert_receive {:tinkex_telemetry, [:tinkex, :retry_handler, :attempt_failed],
+      assert_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :attempt_failed],
                       %{attempt: 1, delay_ms: d},
                       %{handler: ^name, retry?: true, severity: :warning}}
                      when is_integer(d)
 
-      assert_receive {:tinkex_telemetry, [:tinkex, :retry_handler, :attempt_failed],
+      assert_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :attempt_failed],
                       %{attempt: 2, delay_ms: nil},
                       %{handler: ^name, retry?: false, severity: :error}}
     end
@@ -357,12 +357,12 @@ defmodule Tinkex.RetryHandlerTest do
   end
 
   test "NIFs reject wrong types with ArgumentError" do
-    assert_raise ArgumentError, fn -> Tinkex.Native.handler_get("x", %{}) end
-    assert_raise ArgumentError, fn -> Tinkex.Native.handler_stats(make_ref()) end
-    assert_raise ArgumentError, fn -> Tinkex.Native.handler_acquire(:nope, make_ref()) end
-    assert_raise ArgumentError, fn -> Tinkex.Native.lease_release(make_ref(), true) end
-    native = Tinkex.RetryConfig.to_native(Tinkex.RetryConfig.new!())
-    assert {:error, msg} = Tinkex.Native.handler_get("x", %{native | jitter_pct: 3.0})
+    assert_raise ArgumentError, fn -> TinkexNative.Native.handler_get("x", %{}) end
+    assert_raise ArgumentError, fn -> TinkexNative.Native.handler_stats(make_ref()) end
+    assert_raise ArgumentError, fn -> TinkexNative.Native.handler_acquire(:nope, make_ref()) end
+    assert_raise ArgumentError, fn -> TinkexNative.Native.lease_release(make_ref(), true) end
+    native = TinkexNative.RetryConfig.to_native(TinkexNative.RetryConfig.new!())
+    assert {:error, msg} = TinkexNative.Native.handler_get("x", %{native | jitter_pct: 3.0})
     assert msg =~ "jitter_pct"
   end
 end

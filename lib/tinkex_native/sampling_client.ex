@@ -328,7 +328,7 @@ defmodule TinkexNative.SamplingClient do
     # One handler per sampling session of a service, as in the Python SDK
     # (whose handler cache is keyed by the session id); the URL keeps equal
     # session ids of different services apart.
-    handler = RetryHandler.get("#{opened.sampling_session_id}@#{o.base_url}", config)
+    handler = RetryHandler.get!("#{opened.sampling_session_id}@#{o.base_url}", config)
 
     native_opts = %{
       base_url: o.base_url,

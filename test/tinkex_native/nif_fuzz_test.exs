@@ -166,14 +166,14 @@ defmodule TinkexNative.NifFuzzTest do
     seed = :rand.uniform(1_000_000_000)
 
     small =
-      RetryHandler.get("fuzz-small-#{seed}", max_connections: 2, enable_stuck_detection: false)
+      RetryHandler.get!("fuzz-small-#{seed}", max_connections: 2, enable_stuck_detection: false)
 
-    unbounded = RetryHandler.get("fuzz-unbounded-#{seed}", max_connections: nil)
+    unbounded = RetryHandler.get!("fuzz-unbounded-#{seed}", max_connections: nil)
 
     # A sampling client aimed where nothing listens, retries off: a valid
     # fuzzed sample fails at once with a connection error.
     quick =
-      RetryHandler.get("fuzz-client-#{seed}",
+      RetryHandler.get!("fuzz-client-#{seed}",
         enable_retry_logic: false,
         enable_stuck_detection: false
       )

@@ -400,7 +400,9 @@ defmodule TinkexNative.SamplingClientTest do
         })
 
       TinkexNative.Telemetry.attach_sink(self())
-      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
+      # on_exit runs in another process: detach this test's pid, not that one.
+      test_pid = self()
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(test_pid) end)
       client = start_client(sim)
       ssid = SamplingClient.session(client).sampling_session_id
       assert {:ok, _} = sample!(client)

@@ -5,7 +5,10 @@
 //! attempt, calls [`run_attempt`], and on a retryable error sleeps and
 //! calls it again with the next `seq_id`. Inside an attempt every resend
 //! reuses the `seq_id` ([`submit`] has the table); polling follows the
-//! poll table ([`poll`]).
+//! poll table ([`poll`]). When the server switched on
+//! `sample_use_retrieve_futures`, the attempt first waits for its
+//! completion on the session poller ([`futures_poller`]) and then fetches
+//! the result with one poll under the same table.
 //!
 //! Parts:
 //! - [`SampleContext`]: what all samples of one sampling client share — the

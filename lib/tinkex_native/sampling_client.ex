@@ -24,7 +24,16 @@ defmodule TinkexNative.SamplingClient do
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
-      defaults.
+      defaults (and `sample_use_retrieve_futures` drops the semaphore:
+      `max_connections: nil`, as the Python SDK does in that mode).
+
+  When the server's `client/config` sets `sample_use_retrieve_futures`,
+  results are awaited through one native `retrieve_futures` long poll per
+  sampling session (then one `retrieve_future` fetch per sample) instead
+  of one poll loop per sample. Results whose size the server announces
+  (`complete_metadata`, or a `retrieve_futures` completion) are fetched
+  within an in-flight budget of `inflight_response_bytes_semaphore_size`
+  bytes (50 MiB by default).
     * `:name` - a `GenServer` name.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
@@ -179,8 +188,9 @@ defmodule TinkexNative.SamplingClient do
   The live counters of the client's retry handler (`:waiting`,
   `:in_flight`, `:processed`, `:retries`, `:available_permits`, …, see
   `TinkexNative.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
-  backoff left), `:queue_state` (last reported by the server) and
-  `:next_seq_id`.
+  backoff left), `:queue_state` (last reported by the server),
+  `:next_seq_id` and `:futures_waiting` (samples waiting for their
+  `retrieve_futures` completion; always 0 with per-request polling).
   """
   @spec stats(client()) :: map()
   def stats(client) do
@@ -336,6 +346,8 @@ defmodule TinkexNative.SamplingClient do
       version: @version,
       sampling_session_id: opened.sampling_session_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
+      inflight_bytes: opened.flags.inflight_response_bytes_semaphore_size,
+      retrieve_futures: opened.flags.sample_use_retrieve_futures,
       timings: o.timings,
       log_to: self()
     }
@@ -361,9 +373,16 @@ defmodule TinkexNative.SamplingClient do
   end
 
   # No explicit config: the defaults, completed by what the server says.
+  # With the session poller the SDK drops the semaphore (`max_connections`
+  # None): in-flight samples then cost one registration each, not a poll
+  # loop.
   defp config_from_flags(flags) do
     %RetryConfig{
-      max_connections: flags.sample_max_concurrent_requests,
+      max_connections:
+        if(flags.sample_use_retrieve_futures,
+          do: nil,
+          else: flags.sample_max_concurrent_requests
+        ),
       enable_stuck_detection: flags.sample_enable_stuck_detection,
       enable_retry_logic: not flags.sample_no_retries
     }

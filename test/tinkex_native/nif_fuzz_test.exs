@@ -186,6 +186,8 @@ defmodule TinkexNative.NifFuzzTest do
           version: "0.0.0",
           sampling_session_id: "fuzz",
           dispatch_bytes: 1_000_000,
+          inflight_bytes: 1_000_000,
+          retrieve_futures: false,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
           log_to: nil
         },
@@ -331,6 +333,8 @@ defmodule TinkexNative.NifFuzzTest do
         version: "0.0.0",
         sampling_session_id: "fuzz",
         dispatch_bytes: 1_000,
+        inflight_bytes: 1_000,
+        retrieve_futures: false,
         timings: [],
         log_to: nil
       },
@@ -340,6 +344,8 @@ defmodule TinkexNative.NifFuzzTest do
         version: ["", "\n", "é"],
         sampling_session_id: ["", "x/y"],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
+        inflight_bytes: [0, 2 ** 64 - 1, -1],
+        retrieve_futures: [true, nil, "yes"],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
         log_to: [self(), ctx.dead_pid, :self]
       }

@@ -36,7 +36,10 @@ defmodule TinkexNative.SamplingClient.Options do
     :poll_backoff_base,
     :poll_backoff_cap,
     :pause_log_interval,
-    :dispatch_recent_window
+    :dispatch_recent_window,
+    :futures_poll_timeout,
+    :futures_ack_timeout,
+    :futures_retry
   ]
 
   def production_url, do: @production

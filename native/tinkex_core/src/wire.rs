@@ -21,8 +21,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod futures;
 mod session;
 
+pub use futures::{FutureCompletion, FuturesAnswer, FuturesRetrieveRequest, FuturesTarget};
 pub use session::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
     CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,

@@ -29,6 +29,8 @@ pub struct Flags {
     sample_no_retries: bool,
     sample_enable_stuck_detection: bool,
     sample_dispatch_bytes_semaphore_size: u64,
+    inflight_response_bytes_semaphore_size: u64,
+    sample_use_retrieve_futures: bool,
 }
 
 impl From<&ServerFlags> for Flags {
@@ -38,6 +40,8 @@ impl From<&ServerFlags> for Flags {
             sample_no_retries: f.sample_no_retries,
             sample_enable_stuck_detection: f.sample_enable_stuck_detection,
             sample_dispatch_bytes_semaphore_size: f.sample_dispatch_bytes_semaphore_size,
+            inflight_response_bytes_semaphore_size: f.inflight_response_bytes_semaphore_size,
+            sample_use_retrieve_futures: f.sample_use_retrieve_futures,
         }
     }
 }

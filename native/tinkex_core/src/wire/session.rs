@@ -19,8 +19,9 @@ pub struct ServerFlags {
     pub inflight_response_bytes_semaphore_size: u64,
     /// How long a billing (402) pause may last (default 3600 s).
     pub billing_exception_max_pause_duration_sec: f64,
-    /// Session-wide `retrieve_futures` polling (default false; not
-    /// implemented: per-request polling stays supported).
+    /// Wait for results through one `retrieve_futures` long poll per
+    /// sampling session instead of one poll loop per request (default
+    /// false).
     pub sample_use_retrieve_futures: bool,
 }
 

@@ -1,5 +1,6 @@
 //! Session set-up calls (`shared/PROTOCOL.md` "Session set-up"): client
-//! config, sessions, sampling sessions, heartbeats and sampler info.
+//! config, sessions, sampling sessions, joining a sampling session,
+//! heartbeats, sampler info and the end of a session.
 //!
 //! These calls carry the Python SDK's lower-layer (Stainless) retry: on a
 //! connection error, a timeout, 408/409/429/5xx (or `x-should-retry: true`)
@@ -21,7 +22,9 @@ use crate::error::{Error, ErrorKind};
 use crate::http::{Endpoint, IdempotencyKey, Reply, DEFAULT_TIMEOUT};
 use crate::wire::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
-    CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,
+    CreateSessionAnswer, CreateSessionRequest, FinishReason, FinishReasonBody,
+    FinishSessionRequest, HeartbeatRequest, JoinSamplingSessionAnswer, JoinSamplingSessionRequest,
+    SamplerInfo, ServerFlags,
 };
 
 /// The transport retry of session calls (the SDK's Stainless layer).
@@ -189,6 +192,53 @@ pub async fn create_sampling_session(
     };
     let a: CreateSamplingSessionAnswer = post(ep, "/api/v1/create_sampling_session", &body).await?;
     Ok(a.sampling_session_id)
+}
+
+/// `POST /api/v1/join_sampling_session`: this clone's `client_counter` in
+/// the sampling session (the original client is 0). Sent with the session
+/// retry, as the SDK does.
+pub async fn join_sampling_session(ep: &Endpoint, sampling_session_id: &str) -> Result<u64, Error> {
+    let body = JoinSamplingSessionRequest {
+        sampling_session_id,
+        kind: "join_sampling_session",
+    };
+    let a: JoinSamplingSessionAnswer = post(ep, "/api/v1/join_sampling_session", &body).await?;
+    Ok(a.client_counter)
+}
+
+/// `POST /api/v1/sessions/{session_id}/finish`, with the session retry but
+/// bounded by `within` in all (the answer's body is ignored, as the SDK
+/// does). A shutdown calls it, so it must never hang on the network: once
+/// `within` has passed the call fails as a `Timeout`.
+pub async fn finish_session(
+    ep: &Endpoint,
+    session_id: &str,
+    reason: FinishReason,
+    detail: Option<&str>,
+    within: Duration,
+) -> Result<(), Error> {
+    let body = FinishSessionRequest {
+        reason: FinishReasonBody { kind: reason },
+        detail,
+    };
+    let url = ep.url("/api/v1/sessions", &[session_id, "finish"])?;
+    let policy = SessionRetry {
+        timeout: within,
+        ..SessionRetry::default()
+    };
+    let send = request_with_retries(ep, Method::POST, url, Some(json_body(&body)?), &policy);
+    match tokio::time::timeout(within, send).await {
+        Ok(Ok(reply)) if reply.status.is_success() => Ok(()),
+        Ok(Ok(reply)) => Err(reply.to_error()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "finishing session {session_id} took longer than {} ms",
+                within.as_millis()
+            ),
+        )),
+    }
 }
 
 /// Timeout of one heartbeat (the SDK's 10 s).

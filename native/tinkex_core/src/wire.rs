@@ -27,7 +27,9 @@ mod session;
 pub use futures::{FutureCompletion, FuturesAnswer, FuturesRetrieveRequest, FuturesTarget};
 pub use session::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
-    CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,
+    CreateSessionAnswer, CreateSessionRequest, FinishReason, FinishReasonBody,
+    FinishSessionRequest, HeartbeatRequest, JoinSamplingSessionAnswer, JoinSamplingSessionRequest,
+    SamplerInfo, ServerFlags,
 };
 
 /// Estimated wire bytes per prompt token (the Python SDK's estimate).

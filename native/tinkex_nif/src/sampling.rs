@@ -42,6 +42,7 @@ pub struct ClientOpts {
     api_key: String,
     version: String,
     sampling_session_id: String,
+    first_seq_id: u64,
     dispatch_bytes: u64,
     inflight_bytes: u64,
     retrieve_futures: bool,
@@ -73,7 +74,7 @@ fn client_new<'a>(
             log_to(pid, level, msg)
         }));
     }
-    let client = SamplingClient::new(ctx, handler.0.clone());
+    let client = SamplingClient::new(ctx, handler.0.clone()).starting_at(opts.first_seq_id);
     let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
     Ok((atoms::ok(), client))
 }

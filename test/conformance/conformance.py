@@ -13,6 +13,7 @@ Run through `bash test/conformance/run`; see README.md in this folder.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import time
 import traceback
 import urllib.request
+from pathlib import Path
 
 import httpx
 import tinker
@@ -27,6 +29,8 @@ from tinker import types
 from tinker.lib.retry_handler import RetryConfig
 from tinker.proto import tinker_public_pb2 as pb
 from tinker.proto.response_conv import deserialize_sample_response
+
+import compare
 
 KEY = "tml-conformance"
 MODEL = "Qwen/Qwen3-8B"
@@ -51,6 +55,14 @@ class Sim:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("content-type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def _call_api(self, path: str, body: dict):
+        """An API request of the driver itself (the step marks of compare.py)."""
+        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method="POST")
+        req.add_header("content-type", "application/json")
+        req.add_header("x-api-key", KEY)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -615,45 +627,136 @@ CASES = [
 ]
 
 
+def run_sim_cases(sim: Sim, args) -> tuple[int, int]:
+    """Phase 1: the simulator is faithful enough for the SDK."""
+    passed = failed = 0
+    for name, fn, modes in CASES:
+        if args.k not in name:
+            continue
+        for mode in modes:
+            if args.mode and mode != args.mode:
+                continue
+            sim.reset()
+            t0 = time.monotonic()
+            try:
+                fn(sim, mode)
+            except Exception:
+                failed += 1
+                print(f"FAIL {name} [{mode}] ({time.monotonic() - t0:.1f}s)", flush=True)
+                traceback.print_exc()
+                print_log(sim.log())
+            else:
+                passed += 1
+                print(f"ok   {name} [{mode}] ({time.monotonic() - t0:.1f}s)", flush=True)
+    return passed, failed
+
+
+def print_log(entries: list[dict], prefix: str = "   ") -> None:
+    for e in entries:
+        if e["endpoint"] != "telemetry":
+            print(
+                prefix,
+                e["t_us"],
+                e["method"],
+                e["path"],
+                e["status"],
+                e["outcome"],
+                json.dumps(e["body"])[:160],
+            )
+
+
+def run_compare_cases(sim: Sim, args) -> tuple[int, int]:
+    """Phase 2: the SDK and tinkex_native through the same cases, their wire
+    logs compared (compare.py, cases.json)."""
+    table = compare.load_table()
+    selected = [
+        (case, setting)
+        for case in table["cases"]
+        if args.k in case["name"]
+        for setting in case["settings"]
+        if (not args.mode or setting.split("+")[0] == args.mode)
+        and (not args.setting or setting == args.setting)
+    ]
+    if not selected:
+        return 0, 0
+    passed = failed = 0
+    # The two clients run side by side, each against a simulator of its own
+    # (same binary, same flags), so a case takes the longer of the two runs.
+    native_sim = Sim(args.bin, hold_ms=500)
+    native = compare.NativeDriver(Path(__file__).resolve().parents[2])
+    try:
+        for case, setting in selected:
+            flags = table["settings"][setting]
+            label = f"compare {case['name']} [{setting}]"
+            t0 = time.monotonic()
+            logs = {}
+            try:
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    sdk_run = pool.submit(compare.run_sdk, sim, case, flags)
+                    native_raw = native.run(native_sim.base, case["name"], setting)
+                    sdk_raw = sdk_run.result()
+                logs = {"SDK": sim.log(), "tinkex_native": native_sim.log()}
+                sdk_view, sdk_problems = compare.view(sim, logs["SDK"], sdk_raw, case, flags)
+                native_view, native_problems = compare.view(
+                    native_sim, logs["tinkex_native"], native_raw, case, flags
+                )
+                failures = [f"SDK run: {p}" for p in sdk_problems]
+                failures += [f"tinkex_native run: {p}" for p in native_problems]
+                failures += compare.compare(table, case, setting, sdk_view, native_view)
+                if args.dump_views:
+                    out = Path(args.dump_views) / f"{case['name']}[{setting}].json"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    views = {"sdk": sdk_view, "tinkex_native": native_view}
+                    out.write_text(json.dumps(views, indent=1, sort_keys=True) + "\n")
+            except Exception:
+                failures = ["exception:\n" + traceback.format_exc()]
+            took = time.monotonic() - t0
+            if failures:
+                failed += 1
+                print(f"FAIL {label} ({took:.1f}s)", flush=True)
+                for f in failures:
+                    print("   ", f)
+                for name, log in logs.items():
+                    print(f"   {name} log:")
+                    print_log(sorted(log, key=lambda e: e["t_us"]), "     ")
+                if native.stderr:
+                    print("   tinkex_native driver output:")
+                    for line in native.stderr[-20:]:
+                        print("     ", line)
+            else:
+                passed += 1
+                print(f"ok   {label} ({took:.1f}s)", flush=True)
+    finally:
+        native.close()
+        native_sim.stop()
+    return passed, failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True, help="path of the tinker_sim binary")
     parser.add_argument("-k", default="", help="run only cases whose name contains this")
     parser.add_argument("--mode", choices=("poll", "futures"), help="run only this mode")
+    parser.add_argument("--setting", help="compare only this flag setting of cases.json")
+    parser.add_argument("--dump-views", metavar="DIR", help="write each compared pair of views here")
+    parser.add_argument(
+        "--phase",
+        choices=("sim", "compare", "both"),
+        default="both",
+        help="sim: the SDK against the simulator; compare: the SDK against tinkex_native",
+    )
     args = parser.parse_args()
 
     print(f"tinker {tinker.__version__}, simulator {args.bin}", flush=True)
     sim = Sim(args.bin, hold_ms=500)
     passed = failed = 0
     try:
-        for name, fn, modes in CASES:
-            if args.k not in name:
-                continue
-            for mode in modes:
-                if args.mode and mode != args.mode:
-                    continue
-                sim.reset()
-                t0 = time.monotonic()
-                try:
-                    fn(sim, mode)
-                except Exception:
-                    failed += 1
-                    print(f"FAIL {name} [{mode}] ({time.monotonic() - t0:.1f}s)", flush=True)
-                    traceback.print_exc()
-                    for e in sim.log():
-                        if e["endpoint"] != "telemetry":
-                            print(
-                                "   ",
-                                e["t_us"],
-                                e["method"],
-                                e["path"],
-                                e["status"],
-                                e["outcome"],
-                                json.dumps(e["body"])[:160],
-                            )
-                else:
-                    passed += 1
-                    print(f"ok   {name} [{mode}] ({time.monotonic() - t0:.1f}s)", flush=True)
+        if args.phase in ("sim", "both"):
+            p, f = run_sim_cases(sim, args)
+            passed, failed = passed + p, failed + f
+        if args.phase in ("compare", "both"):
+            p, f = run_compare_cases(sim, args)
+            passed, failed = passed + p, failed + f
     finally:
         sim.stop()
     print(f"{passed} passed, {failed} failed")

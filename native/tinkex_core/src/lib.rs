@@ -7,9 +7,11 @@
 //! `tinkex_nif` only translates terms to and from these types.
 
 pub mod backoff;
+pub mod cancel;
 pub mod classify;
 pub mod client;
 pub mod config;
+pub mod dynamic_config;
 pub mod error;
 pub mod handler;
 pub mod http;

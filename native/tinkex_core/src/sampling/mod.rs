@@ -11,7 +11,8 @@
 //! - [`SampleContext`]: what all samples of one sampling client share — the
 //!   pooled [`Endpoint`], the shared 429 [`RateLimiter`] of
 //!   `{base_url, api_key}`, the [`DispatchLimits`], the [`Timings`], the
-//!   [`QueueObserver`] and the [`BillingWindow`];
+//!   [`QueueObserver`], the [`BillingWindow`], the dynamic config and the
+//!   [`CancelAnnouncer`];
 //! - [`SampleSpec`]: what to sample;
 //! - [`SampleOutput`]: the result.
 //!
@@ -31,7 +32,10 @@
 
 use std::sync::Arc;
 
+use crate::cancel::CancelAnnouncer;
+use crate::dynamic_config::DynamicFlags;
 use crate::error::Error;
+use crate::handler::{Events, NoEvents};
 use crate::http::Endpoint;
 use crate::rate_limiter::RateLimiter;
 
@@ -72,6 +76,11 @@ pub struct SampleContext {
     pub observer: Arc<QueueObserver>,
     /// The current billing (402) incident.
     pub billing: Arc<BillingWindow>,
+    /// The server's dynamic config in force.
+    pub dynamic: Arc<DynamicFlags>,
+    /// Where abandoned samples are announced (announces nothing until
+    /// [`SampleContext::with_cancel`] connects a drain).
+    pub cancel: CancelAnnouncer,
 }
 
 impl SampleContext {
@@ -80,6 +89,7 @@ impl SampleContext {
     pub fn new(endpoint: Endpoint, sampling_session_id: &str) -> SampleContext {
         let limiter = RateLimiter::for_key(endpoint.base_url(), endpoint.api_key().expose());
         let timings = Timings::default();
+        let dynamic = Arc::new(DynamicFlags::default());
         SampleContext {
             endpoint,
             sampling_session_id: sampling_session_id.into(),
@@ -91,6 +101,8 @@ impl SampleContext {
             )),
             timings,
             billing: Arc::new(BillingWindow::new()),
+            cancel: CancelAnnouncer::detached(dynamic.clone()),
+            dynamic,
         }
     }
 
@@ -113,6 +125,14 @@ impl SampleContext {
         self
     }
 
+    /// Announces abandoned samples through `announcer`, governed by its
+    /// flags (which become the context's dynamic config).
+    pub fn with_cancel(mut self, announcer: CancelAnnouncer) -> SampleContext {
+        self.dynamic = announcer.flags().clone();
+        self.cancel = announcer;
+        self
+    }
+
     /// Uses this limiter instead of the process-wide one of the key.
     pub fn with_limiter(mut self, limiter: Arc<RateLimiter>) -> SampleContext {
         self.limiter = limiter;
@@ -130,7 +150,8 @@ impl SampleContext {
 
 /// Runs one attempt of `spec` as `seq_id`: submit, then poll. The result's
 /// sequences carry the `sample_sequence_ids` of this attempt. Dropping the
-/// future cancels the attempt and returns its dispatch limits.
+/// future cancels the attempt and returns its dispatch limits; dropped
+/// while polling, it announces the future on `ctx.cancel`.
 ///
 /// An error's `retryable` says whether the handler may start a new attempt
 /// (with a new `seq_id`); errors from polling carry the `request_id`.
@@ -139,8 +160,23 @@ pub async fn run_attempt(
     spec: &SampleSpec,
     seq_id: u64,
 ) -> Result<SampleOutput, Error> {
-    let submitted = submit::submit(ctx, spec, seq_id).await?;
-    let mut out = poll::poll(ctx, spec.method, &submitted.request_id).await?;
+    run_attempt_with(ctx, spec, seq_id, &NoEvents).await
+}
+
+/// [`run_attempt`] reporting to `events` (the 429 backoffs it sets).
+pub async fn run_attempt_with(
+    ctx: &SampleContext,
+    spec: &SampleSpec,
+    seq_id: u64,
+    events: &dyn Events,
+) -> Result<SampleOutput, Error> {
+    let submitted = submit::submit(ctx, spec, seq_id, events).await?;
+    // From here until polling ends, the server works on this future: an
+    // attempt dropped meanwhile (cancel, deadline, watchdog) says so.
+    let abandoned = ctx.cancel.guard(&submitted.request_id);
+    let polled = poll::poll(ctx, spec.method, &submitted.request_id).await;
+    abandoned.disarm();
+    let mut out = polled?;
     out.attach_sequence_ids(submitted.sequence_ids)?;
     Ok(out)
 }

@@ -23,6 +23,8 @@ use std::time::Duration;
 /// | `poll_backoff_cap` | 30 s | largest such delay (1, 2, 4 … 30 s) |
 /// | `pause_log_interval` | 60 s | at most one "sampling is paused" log per interval |
 /// | `dispatch_recent_window` | 10 s | after a 429 backoff ends, submits stay throttled this long |
+/// | `cancel_timeout` | 30 s | HTTP timeout of one `cancel_future` |
+/// | `min_config_refresh` | 10 s | the dynamic config is re-read at most this often |
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,6 +68,10 @@ pub struct Timings {
     pub pause_log_interval: Duration,
     /// How long after a 429 backoff ends submits stay throttled.
     pub dispatch_recent_window: Duration,
+    /// HTTP timeout of one `cancel_future`.
+    pub cancel_timeout: Duration,
+    /// Shortest period of the dynamic config refresh.
+    pub min_config_refresh: Duration,
 }
 
 impl Default for Timings {
@@ -87,6 +93,8 @@ impl Default for Timings {
             poll_backoff_cap: Duration::from_secs(30),
             pause_log_interval: Duration::from_secs(60),
             dispatch_recent_window: Duration::from_secs(10),
+            cancel_timeout: Duration::from_secs(30),
+            min_config_refresh: crate::dynamic_config::MIN_REFRESH,
         }
     }
 }

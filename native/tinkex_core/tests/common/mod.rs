@@ -246,6 +246,8 @@ pub fn fast() -> Timings {
         poll_backoff_cap: ms(80),
         pause_log_interval: Duration::from_secs(60),
         dispatch_recent_window: ms(100),
+        cancel_timeout: ms(2000),
+        min_config_refresh: ms(50),
     }
 }
 

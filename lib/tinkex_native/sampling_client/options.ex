@@ -36,7 +36,9 @@ defmodule TinkexNative.SamplingClient.Options do
     :poll_backoff_base,
     :poll_backoff_cap,
     :pause_log_interval,
-    :dispatch_recent_window
+    :dispatch_recent_window,
+    :cancel_timeout,
+    :min_config_refresh
   ]
 
   def production_url, do: @production

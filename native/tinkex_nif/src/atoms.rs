@@ -15,6 +15,8 @@ rustler::atoms! {
     tinkex_event,
     tinkex_log,
     attempt_failed,
+    backoff,
+    finished,
     stop,
     length,
     debug,

@@ -27,6 +27,8 @@ pub fn from_overrides(overrides: Vec<(String, u64)>) -> Result<Timings, String> 
             "poll_backoff_cap" => &mut t.poll_backoff_cap,
             "pause_log_interval" => &mut t.pause_log_interval,
             "dispatch_recent_window" => &mut t.dispatch_recent_window,
+            "cancel_timeout" => &mut t.cancel_timeout,
+            "min_config_refresh" => &mut t.min_config_refresh,
             other => return Err(format!("unknown timing {other:?}")),
         };
         *field = d;

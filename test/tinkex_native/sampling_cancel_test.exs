@@ -366,6 +366,8 @@ defmodule TinkexNative.SamplingCancelTest do
       assert {:error, %Error{type: :timeout}} = Task.await(task, 5_000)
       {:ok, task} = SamplingClient.compute_logprobs(client, prompt(), timeout: 0)
       assert {:error, %Error{type: :timeout}} = Task.await(task, 5_000)
+      # A deadline already over sends nothing.
+      assert length(TinkerSim.log(sim, endpoint: "asample")) == 1
       {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => false})
       {:ok, task} = SamplingClient.compute_logprobs(client, prompt(), timeout: :infinity)
       assert {:ok, [nil | _]} = Task.await(task, 5_000)

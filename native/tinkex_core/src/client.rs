@@ -181,6 +181,9 @@ impl SamplingClient {
         let run = self.run(spec, events, &attempts);
         let result = match deadline {
             None => run.await,
+            // Already over (e.g. `timeout: 0`): not even a first poll of the
+            // sample, which could send a request.
+            Some(d) if d.at <= Instant::now() => Err(d.error()),
             Some(d) => match tokio::time::timeout_at(d.at, run).await {
                 Ok(r) => r,
                 Err(_) => {

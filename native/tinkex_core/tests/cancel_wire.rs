@@ -149,3 +149,17 @@ async fn the_refresh_picks_up_a_changed_config() {
     assert_eq!(entries(&sim, "client/dynamic_config").len(), after);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_already_over_sends_nothing() {
+    let (sim, ep) = start(json!({})).await;
+    let c = client(&ep, Timings::default()).await;
+    let deadline = Deadline::after(Duration::ZERO);
+    let (r, meta) = c.sample_until(&spec(), &NoEvents, deadline).await;
+    assert_eq!(r.unwrap_err().kind, ErrorKind::Timeout);
+    assert_eq!(meta.attempts, 0);
+    let (r, _) = c.sample_until(&spec(), &NoEvents, None).await;
+    r.unwrap();
+    assert_eq!(entries(&sim, "asample").len(), 1);
+    sim.shutdown().await;
+}

@@ -90,5 +90,6 @@ defmodule TinkexNative.Native do
 
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()
+  def client_cancel(_job), do: err()
   def client_stats(_client), do: err()
 end

@@ -8,7 +8,10 @@ defmodule TinkexNative.SamplingClient do
   The client process owns only lifecycle work (session creation,
   heartbeats every 10 s, native log lines). Samples never go through it:
   `sample/4` reads the client's published native handles and starts the
-  request on the native side directly.
+  request on the native side directly. The server's dynamic config
+  (`client/dynamic_config`: whether and how abandoned samples are
+  announced on `cancel_future`) is read at start and refreshed natively,
+  every `max(refresh_interval_sec, 10)` s.
 
   ## Options of `start_link/1`
 
@@ -239,11 +242,30 @@ defmodule TinkexNative.SamplingClient do
 
   Options: `:num_samples` (1), `:include_prompt_logprobs` (false),
   `:topk_prompt_logprobs` (0), `:tokens` (`:list` | `:binary`),
-  `:telemetry` (true: the task emits `[:tinkex_native, :retry_handler,
-  :attempt_failed]` and `[:tinkex_native, :sample, :stop]`).
+  `:timeout` (`:infinity`, or milliseconds), `:telemetry` (true: the task
+  emits `[:tinkex_native, :retry_handler, :attempt_failed]`,
+  `[:tinkex_native, :retry_handler, :stuck]`, `[:tinkex_native,
+  :rate_limiter, :backoff]` and `[:tinkex_native, :sample, :stop]`).
 
-  Shutting the task down (or its owner dying) cancels the sample and
-  returns its permit.
+  `:timeout` is a deadline for the whole call, counted from now: the wait
+  for a permit, every attempt, backoff and poll. It is kept natively, so
+  it holds whatever the caller does. When it passes, the sample resolves
+  with `{:error, %TinkexNative.Error{type: :timeout}}` and is cancelled.
+
+  Shutting the task down (or its owner dying) cancels the sample.
+  A cancelled sample returns its permit at once; when the server's dynamic
+  config has `sample_cancel_enabled` and the sample was waiting for its
+  result, its request id is announced on `cancel_future` (in batches of
+  at most `sample_cancel_max_batch_size` calls, by one announcer per
+  client). The watchdog's stuck error cancels the same way.
+
+  ## Example
+
+      {:ok, task} = TinkexNative.SamplingClient.sample(client, prompt, params, timeout: 30_000)
+      case Task.await(task, :infinity) do
+        {:ok, %TinkexNative.Types.SampleResponse{}} -> :done
+        {:error, %TinkexNative.Error{type: :timeout}} -> :too_slow
+      end
   """
   @spec sample(
           client(),
@@ -263,9 +285,17 @@ defmodule TinkexNative.SamplingClient do
   Starts one sample without a process: returns `{:ok, ref}` at once, and
   the caller later receives exactly one message
   `{:tinkex_sample, ref, {:ok, %SampleResponse{}} | {:error, %TinkexNative.Error{}}}`.
-  The path for large fan-out. If the caller dies, the sample is cancelled.
-  Takes the options of `sample/4` (`:telemetry` is off here: no other
-  message is sent).
+  The path for large fan-out. If the caller dies, the sample is cancelled;
+  `cancel/2` cancels it too. Takes the options of `sample/4`, `:timeout`
+  included (`:telemetry` is off here: no other message is sent).
+
+  ## Example
+
+      {:ok, ref} = TinkexNative.SamplingClient.sample_async(client, prompt, params, timeout: 60_000)
+      receive do
+        {:tinkex_sample, ^ref, {:ok, response}} -> response
+        {:tinkex_sample, ^ref, {:error, %TinkexNative.Error{} = e}} -> raise e
+      end
   """
   @spec sample_async(
           client(),
@@ -284,8 +314,51 @@ defmodule TinkexNative.SamplingClient do
   end
 
   @doc """
+  Cancels a sample started by `sample_async/4` (`ref` is what it
+  returned). Returns `:ok` when this call stopped it: its caller then
+  receives `{:tinkex_sample, ref, {:error, %TinkexNative.Error{type:
+  :cancelled}}}` and nothing else. Returns `{:error, :finished}` when the
+  sample had already resolved: its own message is sent, or on its way.
+  Either way the caller gets exactly one message for `ref`. Any process
+  may cancel; the message always goes to the caller of `sample_async/4`.
+
+  The stopped sample returns its permit at once and, as in `sample/4`, is
+  announced on `cancel_future` when the server's dynamic config asks for
+  it.
+
+  ## Example
+
+      {:ok, ref} = TinkexNative.SamplingClient.sample_async(client, prompt, params)
+      :ok = TinkexNative.SamplingClient.cancel(client, ref)
+      receive do
+        {:tinkex_sample, ^ref, {:error, %TinkexNative.Error{type: :cancelled}}} -> :cancelled
+      end
+  """
+  @spec cancel(client(), reference()) :: :ok | {:error, :finished | Error.t()}
+  def cancel(_client, ref) do
+    case Native.client_cancel(ref) do
+      :ok -> :ok
+      :finished -> {:error, :finished}
+    end
+  rescue
+    ArgumentError ->
+      {:error,
+       Error.validation(
+         :ref,
+         ref,
+         "a reference returned by TinkexNative.SamplingClient.sample_async/4"
+       )}
+  end
+
+  @doc """
   The prompt's logprobs (a sample of one token with prompt logprobs), as a
-  task of `{:ok, [nil | float]}`; the first entry is `nil`.
+  task of `{:ok, [nil | float]}`; the first entry is `nil`. Options:
+  `:timeout` (as in `sample/4`) and `:telemetry`.
+
+  ## Example
+
+      {:ok, task} = TinkexNative.SamplingClient.compute_logprobs(client, prompt, timeout: 30_000)
+      {:ok, [nil | _logprobs]} = Task.await(task, :infinity)
   """
   @spec compute_logprobs(client(), TinkexNative.Types.ModelInput.t(), keyword()) ::
           {:ok, Task.t()} | {:error, Error.t()}
@@ -305,10 +378,14 @@ defmodule TinkexNative.SamplingClient do
   `:in_flight`, `:processed`, `:retries`, `:available_permits`, …, see
   `TinkexNative.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
   backoff left), `:queue_state` (last reported by the server),
-  `:next_seq_id` and `:futures_waiting` (samples waiting for their
-  `retrieve_futures` completion; always 0 with per-request polling).
-  `{:error, %TinkexNative.Error{type: :client_not_running}}` for a client
-  that is not running.
+  `:next_seq_id`, `:futures_waiting` (samples waiting for their
+  `retrieve_futures` completion; always 0 with per-request polling),
+  `:dynamic_config` (the server's dynamic config in force:
+  `refresh_interval_sec`, `sample_cancel_enabled`,
+  `sample_cancel_max_batch_size`) and `:cancels` (`announced`, `sent`,
+  `failed`: request ids of abandoned samples queued for, and sent to,
+  `cancel_future`). `{:error, %TinkexNative.Error{type: :client_not_running}}`
+  for a client that is not running.
 
   ## Examples
 
@@ -418,6 +495,7 @@ defmodule TinkexNative.SamplingClient do
 
     if spec.events do
       {status, err, attempts} = result_meta(result)
+      if match?(%Error{type: :stuck}, err), do: emit_stuck(handle)
 
       Telemetry.execute(
         [:tinkex_native, :sample, :stop],
@@ -440,7 +518,24 @@ defmodule TinkexNative.SamplingClient do
       {:tinkex_event, ^ref, {:attempt_failed, measurements, native}} ->
         if events?, do: emit_attempt_failed(handle, measurements, Error.from_native(native))
         await(ref, handle, events?, attempts + 1)
+
+      {:tinkex_event, ^ref, {:backoff, measurements}} ->
+        if events? do
+          Telemetry.execute([:tinkex_native, :rate_limiter, :backoff], measurements, %{
+            session: handle.sampling_session_id
+          })
+        end
+
+        await(ref, handle, events?, attempts)
     end
+  end
+
+  defp emit_stuck(handle) do
+    Telemetry.execute(
+      [:tinkex_native, :retry_handler, :stuck],
+      %{progress_timeout_ms: handle.config.progress_timeout_ms},
+      %{handler: handle.sampling_session_id}
+    )
   end
 
   defp result_meta({{:ok, _}, attempts}), do: {:ok, nil, attempts}
@@ -535,7 +630,8 @@ defmodule TinkexNative.SamplingClient do
       inflight_bytes: opened.flags.inflight_response_bytes_semaphore_size,
       retrieve_futures: opened.flags.sample_use_retrieve_futures,
       timings: o.timings,
-      log_to: self()
+      log_to: self(),
+      dynamic_config: opened.dynamic_config
     }
 
     case Native.client_new(native_opts, handler.resource) do

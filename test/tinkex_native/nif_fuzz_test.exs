@@ -149,6 +149,7 @@ defmodule TinkexNative.NifFuzzTest do
   defp valid_result?(:client_new, r), do: match?({:ok, ref} when is_reference(ref), r)
   defp valid_result?(:client_sample, r), do: is_reference(r)
   defp valid_result?(:client_stats, r), do: is_map(r) and Map.has_key?(r, :next_seq_id)
+  defp valid_result?(:client_cancel, r), do: r in [:ok, :finished]
   # A NIF added after this test was written: any value (the point is no crash).
   defp valid_result?(_name, _r), do: true
 
@@ -193,10 +194,15 @@ defmodule TinkexNative.NifFuzzTest do
           inflight_bytes: 1_000_000,
           retrieve_futures: false,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
-          log_to: nil
+          log_to: nil,
+          dynamic_config: dynamic_config()
         },
         quick.resource
       )
+
+    # A sample that fails at once (nothing listens): its job, finished,
+    # for `client_cancel/1`.
+    job = Native.client_sample(client, valid_spec())
 
     limiters = for u <- limiter_urls(), k <- keys(), do: RateLimiter.for_key(u, k).resource
 
@@ -208,7 +214,7 @@ defmodule TinkexNative.NifFuzzTest do
       client: client,
       limiters: limiters,
       leases: leases,
-      resources: [client | limiters ++ leases ++ [small.resource, unbounded.resource]],
+      resources: [client, job | limiters ++ leases ++ [small.resource, unbounded.resource]],
       dead_pid: spawn(fn -> :ok end)
     }
 
@@ -341,7 +347,8 @@ defmodule TinkexNative.NifFuzzTest do
         inflight_bytes: 1_000,
         retrieve_futures: false,
         timings: [],
-        log_to: nil
+        log_to: nil,
+        dynamic_config: dynamic_config()
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
@@ -353,29 +360,47 @@ defmodule TinkexNative.NifFuzzTest do
         inflight_bytes: [0, 2 ** 64 - 1, -1],
         retrieve_futures: [true, nil, "yes"],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
-        log_to: [self(), ctx.dead_pid, :self]
+        log_to: [self(), ctx.dead_pid, :self],
+        dynamic_config: [
+          %{},
+          nil,
+          %{dynamic_config() | refresh_interval_sec: -1},
+          %{dynamic_config() | sample_cancel_max_batch_size: 2 ** 64}
+        ]
       }
     )
+  end
+
+  defp dynamic_config,
+    do: %{
+      refresh_interval_sec: 300,
+      sample_cancel_enabled: false,
+      sample_cancel_max_batch_size: 64
+    }
+
+  defp valid_spec do
+    %{
+      chunks: [<<1, 0, 0, 0>>],
+      num_samples: 1,
+      max_tokens: 4,
+      seed: nil,
+      stop: :none,
+      temperature: 1.0,
+      top_k: -1,
+      top_p: 1.0,
+      prompt_logprobs: false,
+      topk_prompt_logprobs: 0,
+      compute_logprobs: false,
+      tokens_as_binary: false,
+      events: false,
+      timeout_ms: nil
+    }
   end
 
   defp spec(ctx) do
     near(
       ctx,
-      %{
-        chunks: [<<1, 0, 0, 0>>],
-        num_samples: 1,
-        max_tokens: 4,
-        seed: nil,
-        stop: :none,
-        temperature: 1.0,
-        top_k: -1,
-        top_p: 1.0,
-        prompt_logprobs: false,
-        topk_prompt_logprobs: 0,
-        compute_logprobs: false,
-        tokens_as_binary: false,
-        events: false
-      },
+      valid_spec(),
       %{
         chunks: [[<<1, 0, 0>>], [], ["", "abcd"], [<<0::1024>>]],
         num_samples: [0, 2 ** 32 - 1, 2 ** 32],
@@ -389,7 +414,8 @@ defmodule TinkexNative.NifFuzzTest do
         topk_prompt_logprobs: [5, 2 ** 32, -1],
         compute_logprobs: [true, 1],
         tokens_as_binary: [true, :yes],
-        events: [true, 0]
+        events: [true, 0],
+        timeout_ms: [0, 5, 2 ** 64 - 1, 2 ** 64, -1, :infinity]
       }
     )
   end

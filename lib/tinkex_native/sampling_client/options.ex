@@ -41,7 +41,9 @@ defmodule TinkexNative.SamplingClient.Options do
     :dispatch_recent_window,
     :futures_poll_timeout,
     :futures_ack_timeout,
-    :futures_retry
+    :futures_retry,
+    :cancel_timeout,
+    :min_config_refresh
   ]
 
   def production_url, do: @production

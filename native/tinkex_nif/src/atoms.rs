@@ -16,6 +16,8 @@ rustler::atoms! {
     tinkex_event,
     tinkex_log,
     attempt_failed,
+    backoff,
+    finished,
     stop,
     length,
     debug,

@@ -3,6 +3,7 @@
 
 use rustler::env::SavedTerm;
 use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use rustler::{Atom, Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
@@ -44,6 +45,37 @@ impl ReplyTo {
 /// permits, requests — at once).
 pub struct Job {
     abort: Mutex<Option<AbortHandle>>,
+    owner: LocalPid,
+    /// Who sends the job's last reply: `RUNNING` until the work claims it
+    /// (`REPLIED`) or [`Job::cancel`] does (`CANCELLED`), never both.
+    state: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const REPLIED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl Job {
+    /// The process the job works for.
+    pub fn owner(&self) -> LocalPid {
+        self.owner
+    }
+
+    /// Stops the job unless its work already claimed its reply; true when
+    /// stopped, and then the caller of `cancel` owes the owner that reply.
+    pub fn cancel(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        if let Some(h) = self.abort.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+        true
+    }
 }
 
 #[rustler::resource_impl]
@@ -65,6 +97,20 @@ pub struct JobReply {
 }
 
 impl JobReply {
+    /// Claims the job's last reply for its work: false when the job was
+    /// cancelled (its reply is sent already; the work must send nothing).
+    pub fn claim(&self) -> bool {
+        self.job
+            .state
+            .compare_exchange(RUNNING, REPLIED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// True until the job's last reply is claimed or it is cancelled.
+    pub fn is_running(&self) -> bool {
+        self.job.state.load(Ordering::Acquire) == RUNNING
+    }
+
     /// Sends `{tag, job, payload}`; ignores a dead receiver. Must run on a
     /// non-scheduler thread (tokio), where `send_and_clear` is allowed.
     pub fn send<F>(&self, tag: Atom, payload: F)
@@ -88,6 +134,8 @@ where
     let pid = env.pid();
     let job = ResourceArc::new(Job {
         abort: Mutex::new(None),
+        owner: pid,
+        state: AtomicU8::new(RUNNING),
     });
     job.monitor(Some(env), &pid)?;
     // The reply holds the job, which keeps its monitor alive until the

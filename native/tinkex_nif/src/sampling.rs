@@ -1,17 +1,18 @@
-//! `TinkexNative.SamplingClient`'s hot path: a client resource, and one NIF that
-//! starts a sample on tokio and returns at once. The result arrives as
-//! `{:tinkex_sample, ref, {:ok, %TinkexNative.Types.SampleResponse{}} |
-//! {:error, error}}`.
+//! `TinkexNative.SamplingClient`'s hot path: a client resource, one NIF that
+//! starts a sample on tokio and returns at once, and one that cancels it.
+//! The result arrives as `{:tinkex_sample, ref, {:ok,
+//! %TinkexNative.Types.SampleResponse{}} | {:error, error}}`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use rustler::{
     Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
     Term,
 };
-use tinkex_core::client::SamplingClient;
+use tinkex_core::client::{Deadline, SamplingClient};
 use tinkex_core::error::{Error, ErrorKind};
 use tinkex_core::handler::{Events, RetryEvent};
 use tinkex_core::sampling::{
@@ -24,7 +25,8 @@ use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
-use crate::session::endpoint;
+use crate::runtime;
+use crate::session::{endpoint, DynamicArg};
 use crate::timings;
 
 /// The native half of one sampling client.
@@ -48,10 +50,12 @@ pub struct ClientOpts {
     retrieve_futures: bool,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
+    dynamic_config: DynamicArg,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
-/// URL's TLS client (milliseconds); it runs once per client.
+/// URL's TLS client (milliseconds); it runs once per client. Starts the
+/// client's dynamic config refresh and cancel drain on tokio.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn client_new<'a>(
     opts: Term<'a>,
@@ -74,8 +78,16 @@ fn client_new<'a>(
             log_to(pid, level, msg)
         }));
     }
-    let client = SamplingClient::new(ctx, handler.0.clone()).starting_at(opts.first_seq_id);
-    let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
+    let client = {
+        let _rt = runtime::get().enter();
+        SamplingClient::start(
+            ctx,
+            handler.0.clone(),
+            &(&opts.dynamic_config).into(),
+            opts.first_seq_id,
+        )
+    };
+    let client = ResourceArc::new(ClientRes(AssertUnwindSafe(client)));
     Ok((atoms::ok(), client))
 }
 
@@ -120,6 +132,7 @@ struct SpecArg<'a> {
     compute_logprobs: bool,
     tokens_as_binary: bool,
     events: bool,
+    timeout_ms: Option<u64>,
 }
 
 fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
@@ -161,7 +174,8 @@ fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
 /// Starts a sample for the calling process and returns its job at once.
 /// The result arrives as `{:tinkex_sample, job, {:ok, response} |
 /// {:error, error}}` (with `events`, `{:tinkex_event, job, ...}` before it
-/// per failed attempt). If the caller dies, the sample is aborted.
+/// per failed attempt and per 429 backoff set). If the caller dies, the
+/// sample is aborted; `timeout_ms` bounds all of it from now.
 #[rustler::nif]
 fn client_sample<'a>(
     env: Env<'a>,
@@ -172,6 +186,10 @@ fn client_sample<'a>(
     let sample = decode_spec(&spec)?;
     let tokens_as_binary = spec.tokens_as_binary;
     let with_events = spec.events;
+    // From the call, not from when tokio first runs the job.
+    let deadline = spec
+        .timeout_ms
+        .and_then(|ms| Deadline::after(Duration::from_millis(ms)));
     let client = Arc::clone(&client.0);
     start_job(env, move |reply| async move {
         let events = with_events.then(|| EventsTo(reply.clone()));
@@ -179,7 +197,7 @@ fn client_sample<'a>(
             Some(e) => e,
             None => &tinkex_core::handler::NoEvents,
         };
-        let run = AssertUnwindSafe(client.sample(&sample, events)).catch_unwind();
+        let run = AssertUnwindSafe(client.sample_until(&sample, events, deadline)).catch_unwind();
         let result = match run.await {
             Ok((r, _meta)) => r,
             Err(_) => Err(Error::new(
@@ -187,6 +205,9 @@ fn client_sample<'a>(
                 "panic in the native sampler",
             )),
         };
+        if !reply.claim() {
+            return; // cancelled: `client_cancel` sent the reply
+        }
         reply.send(atoms::tinkex_sample(), move |env| match result {
             Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
             Err(e) => error::error_result(env, &e),
@@ -196,9 +217,37 @@ fn client_sample<'a>(
     .ok_or(rustler::Error::BadArg)
 }
 
+/// Cancels a sample of `client_sample`: `:ok` when this call stopped it —
+/// its caller then gets `{:tinkex_sample, job, {:error, %TinkexNative.Error{type:
+/// :cancelled}}}`, sent from here — or `:finished` when it had already
+/// resolved (its own reply is sent, or on its way). Either way exactly one
+/// reply reaches the caller. The stopped sample returns its permit, and is
+/// announced on `cancel_future` when it was polling and the server asks.
+#[rustler::nif]
+fn client_cancel(env: Env<'_>, job: ResourceArc<Job>) -> Atom {
+    if !job.cancel() {
+        return atoms::finished();
+    }
+    let e = Error::new(ErrorKind::Cancelled, "the sample was cancelled");
+    let reply = (
+        atoms::tinkex_sample(),
+        job.encode(env),
+        error::error_result(env, &e),
+    );
+    // A dead owner needs no reply.
+    let _ = env.send(&job.owner(), reply);
+    atoms::ok()
+}
+
 /// Sends `{:tinkex_event, job, {:attempt_failed, measurements, error}}` per
-/// failed attempt, to the process that runs the sample's telemetry.
+/// failed attempt and `{:tinkex_event, job, {:backoff, %{backoff_ms: ms}}}`
+/// per 429 backoff set, to the process that runs the sample's telemetry.
 struct EventsTo(JobReply);
+
+#[derive(NifMap)]
+struct Backoff {
+    backoff_ms: u64,
+}
 
 #[derive(NifMap)]
 struct AttemptFailed {
@@ -209,6 +258,9 @@ struct AttemptFailed {
 
 impl Events for EventsTo {
     fn attempt_failed(&self, ev: &RetryEvent<'_>) {
+        if !self.0.is_running() {
+            return;
+        }
         let data = AttemptFailed {
             attempt: ev.attempt,
             delay_ms: ev.delay_ms,
@@ -217,6 +269,18 @@ impl Events for EventsTo {
         let err = ev.error;
         self.0.send(atoms::tinkex_event(), |env| {
             (atoms::attempt_failed(), data, error::encode(env, err)).encode(env)
+        });
+    }
+
+    fn backoff_set(&self, backoff: Duration) {
+        if !self.0.is_running() {
+            return;
+        }
+        let data = Backoff {
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.0.send(atoms::tinkex_event(), |env| {
+            (atoms::backoff(), data).encode(env)
         });
     }
 }
@@ -297,17 +361,33 @@ struct ClientStats {
     queue_state: String,
     next_seq_id: u64,
     futures_waiting: u64,
+    dynamic_config: DynamicArg,
+    cancels: Cancels,
+}
+
+#[derive(NifMap)]
+struct Cancels {
+    announced: u64,
+    sent: u64,
+    failed: u64,
 }
 
 /// The client's own counters (the handler's come from `handler_stats`).
 #[rustler::nif]
 fn client_stats(client: ResourceArc<ClientRes>) -> ClientStats {
     let ctx = client.0.context();
+    let cancels = ctx.cancel.stats();
     ClientStats {
         backoff_ms: u64::try_from(ctx.limiter.remaining().as_micros().div_ceil(1000))
             .unwrap_or(u64::MAX),
         queue_state: ctx.observer.queue_state().as_str().to_owned(),
         next_seq_id: client.0.peek_seq_id(),
         futures_waiting: ctx.futures_waiting() as u64,
+        dynamic_config: ctx.dynamic.get().into(),
+        cancels: Cancels {
+            announced: cancels.announced,
+            sent: cancels.sent,
+            failed: cancels.failed,
+        },
     }
 }

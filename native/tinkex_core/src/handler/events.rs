@@ -32,10 +32,15 @@ impl RetryEvent<'_> {
     }
 }
 
-/// Receives the handler's events. Methods have no-op defaults.
+/// Receives the handler's events (and the sampler's, which runs under
+/// it). Methods have no-op defaults.
 pub trait Events: Send + Sync {
     /// An attempt failed; a retry follows when `delay_ms` is set.
     fn attempt_failed(&self, _event: &RetryEvent<'_>) {}
+
+    /// A 429 on submit set the shared backoff of the service and key;
+    /// `backoff` is the time until the backoff in force ends.
+    fn backoff_set(&self, _backoff: Duration) {}
 }
 
 /// Ignores every event.

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::SampleContext;
 use super::SampleSpec;
 use crate::error::{Error, ErrorKind};
+use crate::handler::Events;
 use crate::http::{names, IdempotencyKey, Reply};
 use crate::wire::AsampleAnswer;
 
@@ -80,11 +81,13 @@ pub(crate) struct Submitted {
 }
 
 /// Submits `spec` as attempt `seq_id`, holding the dispatch limits only
-/// for the duration of this function.
+/// for the duration of this function; `events` hears of every backoff a
+/// 429 sets.
 pub(crate) async fn submit(
     ctx: &SampleContext,
     spec: &SampleSpec,
     seq_id: u64,
+    events: &dyn Events,
 ) -> Result<Submitted, Error> {
     let t = &ctx.timings;
     let bytes = spec.estimated_bytes();
@@ -131,6 +134,7 @@ pub(crate) async fn submit(
                 let deadline = ctx.limiter.set_backoff(d);
                 ctx.dispatch
                     .note_backoff(deadline, t.dispatch_recent_window);
+                events.backoff_set(deadline.saturating_duration_since(Instant::now()));
             }
             Step::Billing(reply) => {
                 if !ctx.billing.on_402(&reply.detail(), t, &ctx.observer) {

@@ -69,5 +69,6 @@ defmodule TinkexNative.Native do
   def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()
+  def prompt_image(_data), do: err()
   def client_stats(_client), do: err()
 end

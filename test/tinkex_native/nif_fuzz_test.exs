@@ -365,7 +365,18 @@ defmodule TinkexNative.NifFuzzTest do
         events: false
       },
       %{
-        chunks: [[<<1, 0, 0>>], [], ["", "abcd"], [<<0::1024>>]],
+        chunks: [
+          [<<1, 0, 0>>],
+          [],
+          ["", "abcd"],
+          [<<0::1024>>],
+          [{:image, Native.prompt_image("img"), :png, 3}, <<1, 0, 0, 0>>],
+          [{:image, make_ref(), :png, nil}],
+          [{:image_asset_pointer, "s3://x", :jpeg, nil}],
+          [{:image_asset_pointer, "s3://x", :gif, 1}],
+          [{:image_asset_pointer, "s3://x", :png, -1}],
+          [{:image, "raw bytes", :png}]
+        ],
         num_samples: [0, 2 ** 32 - 1, 2 ** 32],
         max_tokens: [0, 2 ** 32 - 1, 2 ** 32, -1],
         seed: [1, -(2 ** 63), 2 ** 63],

@@ -28,6 +28,7 @@ pub mod encode;
 pub mod endpoint;
 pub mod future;
 pub mod http;
+pub mod image;
 pub mod log;
 pub mod matcher;
 pub mod proto;

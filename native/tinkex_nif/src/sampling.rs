@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use rustler::{
-    Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
-    Term,
+    Atom, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc, Term,
 };
 use tinkex_core::client::SamplingClient;
 use tinkex_core::error::{Error, ErrorKind};
@@ -18,7 +17,7 @@ use tinkex_core::sampling::{
     DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
     TopkPosition, DEFAULT_MAX_SUBMITS,
 };
-use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
+use tinkex_core::wire::{ModelInput, SamplingParams, Stop};
 
 use crate::atoms;
 use crate::error;
@@ -98,11 +97,11 @@ enum StopArg {
     Tokens(Vec<i32>),
 }
 
-/// A validated request from `TinkexNative.SamplingClient`: prompt chunks as
-/// little-endian int32 binaries (cheap to cross), and the parameters.
+/// A validated request from `TinkexNative.SamplingClient`: prompt chunks
+/// (see [`crate::prompt`]), and the parameters.
 #[derive(NifMap)]
 struct SpecArg<'a> {
-    chunks: Vec<Binary<'a>>,
+    chunks: Vec<Term<'a>>,
     num_samples: u32,
     max_tokens: Option<u32>,
     seed: Option<i64>,
@@ -118,18 +117,7 @@ struct SpecArg<'a> {
 }
 
 fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
-    let mut chunks = Vec::with_capacity(a.chunks.len());
-    for b in &a.chunks {
-        if b.len() % 4 != 0 {
-            return Err(rustler::Error::BadArg);
-        }
-        let tokens = b
-            .as_slice()
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        chunks.push(Chunk::EncodedText { tokens });
-    }
+    let chunks = crate::prompt::decode_chunks(&a.chunks)?;
     let stop = match &a.stop {
         StopArg::None => None,
         StopArg::Text(s) => Some(Stop::Text(s.clone())),

@@ -29,6 +29,11 @@ defmodule TinkexNative.SamplingClient do
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
     * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).
+    * `:max_body_bytes` - the largest answer bodies read, in bytes:
+      `[result: 268_435_456, control: 1_048_576]` (either key may be
+      given). `result` applies to `retrieve_future(s)` answers, `control`
+      to every other call. A successful answer over its limit fails with a
+      `:decode` error (never retried) instead of being read into memory.
     * `:timings` - overrides of the protocol's delays in ms (advanced;
       tests use it): #{Enum.map_join(TinkexNative.SamplingClient.Options.timing_keys(), ", ", &"`#{&1}`")}.
 
@@ -299,7 +304,7 @@ defmodule TinkexNative.SamplingClient do
   def init(o) do
     ref = make_ref()
 
-    case Native.session_open(o.base_url, o.api_key.(), @version, o.model, ref) do
+    case Native.session_open(o.base_url, o.api_key.(), @version, o.max_body_bytes, o.model, ref) do
       :ok ->
         await_session(o, ref)
 
@@ -337,7 +342,8 @@ defmodule TinkexNative.SamplingClient do
       sampling_session_id: opened.sampling_session_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
       timings: o.timings,
-      log_to: self()
+      log_to: self(),
+      max_body_bytes: o.max_body_bytes
     }
 
     case Native.client_new(native_opts, handler.resource) do
@@ -380,7 +386,17 @@ defmodule TinkexNative.SamplingClient do
   def handle_info(:heartbeat, s) do
     ref = make_ref()
     o = s.opts
-    _ = Native.session_heartbeat(o.base_url, o.api_key.(), @version, s.handle.session_id, ref)
+
+    _ =
+      Native.session_heartbeat(
+        o.base_url,
+        o.api_key.(),
+        @version,
+        o.max_body_bytes,
+        s.handle.session_id,
+        ref
+      )
+
     {:noreply, %{s | heartbeat: {:pending, ref}}}
   end
 

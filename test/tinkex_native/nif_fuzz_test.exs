@@ -187,7 +187,8 @@ defmodule TinkexNative.NifFuzzTest do
           sampling_session_id: "fuzz",
           dispatch_bytes: 1_000_000,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
-          log_to: nil
+          log_to: nil,
+          max_body_bytes: %{result: 1_000_000, control: 1_000}
         },
         quick.resource
       )
@@ -265,6 +266,18 @@ defmodule TinkexNative.NifFuzzTest do
 
   defp string(ctx), do: arg(ctx, fn -> pick(["", "tml-fuzz", "bad\nkey", "0.1.0", "é"]) end)
 
+  defp limits(ctx) do
+    arg(ctx, fn ->
+      pick([
+        %{result: 1_000_000, control: 1_000},
+        %{result: 2 ** 64 - 1, control: 1},
+        %{result: 2 ** 64, control: 1},
+        %{result: -1, control: 1},
+        %{control: 1}
+      ])
+    end)
+  end
+
   defp model(ctx) do
     arg(ctx, fn ->
       {pick([:base_model, :model_path, :sampling_session_id, :other]),
@@ -332,7 +345,8 @@ defmodule TinkexNative.NifFuzzTest do
         sampling_session_id: "fuzz",
         dispatch_bytes: 1_000,
         timings: [],
-        log_to: nil
+        log_to: nil,
+        max_body_bytes: %{result: 1_000_000, control: 1_000}
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
@@ -341,7 +355,8 @@ defmodule TinkexNative.NifFuzzTest do
         sampling_session_id: ["", "x/y"],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
-        log_to: [self(), ctx.dead_pid, :self]
+        log_to: [self(), ctx.dead_pid, :self],
+        max_body_bytes: [%{result: 1, control: -1}, %{result: 1}, [result: 1, control: 1]]
       }
     )
   end
@@ -422,11 +437,11 @@ defmodule TinkexNative.NifFuzzTest do
   defp args_for(:lease_release, 2, c), do: [lease(c), bool(c)]
   defp args_for(:handler_record_failure, 3, c), do: [handler(c), string(c), bool(c)]
 
-  defp args_for(:session_open, 5, c),
-    do: [session_url(c), string(c), string(c), model(c), ref(c)]
+  defp args_for(:session_open, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), model(c), ref(c)]
 
-  defp args_for(:session_heartbeat, 5, c),
-    do: [session_url(c), string(c), string(c), string(c), ref(c)]
+  defp args_for(:session_heartbeat, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), string(c), ref(c)]
 
   defp args_for(:client_new, 2, c), do: [arg(c, fn -> client_opts(c) end), handler(c)]
   defp args_for(:client_sample, 2, c), do: [client(c), arg(c, fn -> spec(c) end)]

@@ -18,7 +18,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :timings,
     :heartbeat_interval_ms,
     :init_timeout_ms,
-    :tokens
+    :tokens,
+    :max_body_bytes
   ]
   @timings [
     :submit_timeout,
@@ -39,8 +40,13 @@ defmodule TinkexNative.SamplingClient.Options do
     :dispatch_recent_window
   ]
 
+  # Largest answer bodies read, per kind of answer (see max_body_bytes/1).
+  @max_body_bytes %{result: 256 * 1024 * 1024, control: 1024 * 1024}
+  @u64 18_446_744_073_709_551_615
+
   def production_url, do: @production
   def timing_keys, do: @timings
+  def default_max_body_bytes, do: @max_body_bytes
 
   @doc false
   def validate(opts) when is_list(opts) do
@@ -54,6 +60,7 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
          {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000),
          {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
+         {:ok, max_body_bytes} <- max_body_bytes(Keyword.get(opts, :max_body_bytes, [])),
          :ok <- name(opts[:name]) do
       {:ok,
        %{
@@ -65,6 +72,7 @@ defmodule TinkexNative.SamplingClient.Options do
          heartbeat_interval_ms: heartbeat,
          init_timeout_ms: init_timeout,
          tokens: tokens,
+         max_body_bytes: max_body_bytes,
          name: opts[:name]
        }}
     end
@@ -222,6 +230,33 @@ defmodule TinkexNative.SamplingClient.Options do
       v -> invalid(key, v, "a positive integer (milliseconds)")
     end
   end
+
+  # `[result: bytes, control: bytes]`, either key optional: answers of
+  # retrieve_future(s) are read up to `result`, every other answer up to
+  # `control`; a bigger success fails instead of being read into memory.
+  defp max_body_bytes(limits) when is_list(limits) do
+    Enum.reduce_while(limits, {:ok, @max_body_bytes}, fn
+      {k, n}, {:ok, acc}
+      when k in [:result, :control] and is_integer(n) and n > 0 and n <= @u64 ->
+        {:cont, {:ok, Map.put(acc, k, n)}}
+
+      {k, n}, _ when k in [:result, :control] ->
+        {:halt, invalid({:max_body_bytes, k}, n, "a positive integer (bytes)")}
+
+      {k, _}, _ when is_atom(k) ->
+        {:halt,
+         {:error,
+          ArgumentError.exception(
+            "invalid :max_body_bytes: " <> RetryConfig.unknown_key_message(k, [:result, :control])
+          )}}
+
+      other, _ ->
+        {:halt, invalid(:max_body_bytes, other, "a keyword list with :result and :control")}
+    end)
+  end
+
+  defp max_body_bytes(other),
+    do: invalid(:max_body_bytes, other, "a keyword list with :result and :control (bytes)")
 
   defp tokens(t) when t in [:list, :binary], do: {:ok, t}
   defp tokens(t), do: invalid(:tokens, t, ":list or :binary")

@@ -31,6 +31,7 @@ pub mod http;
 pub mod image;
 pub mod log;
 pub mod matcher;
+pub mod padded;
 pub mod proto;
 pub mod queue;
 pub mod request;

@@ -87,7 +87,7 @@ pub async fn request_with_retries(
                     .unwrap_or_else(|| retryable_status(r.code())),
                 r.retry_after(),
             ),
-            Err(_) => (true, None),
+            Err(e) => (e.retryable, None),
         };
         if !retry || n >= policy.max_retries {
             return outcome;

@@ -23,7 +23,7 @@ use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
-use crate::session::endpoint;
+use crate::session::{endpoint, LimitsArg};
 use crate::timings;
 
 /// The native half of one sampling client.
@@ -44,6 +44,7 @@ pub struct ClientOpts {
     dispatch_bytes: u64,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
+    max_body_bytes: LimitsArg,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
@@ -54,7 +55,12 @@ fn client_new<'a>(
     handler: ResourceArc<HandlerRes>,
 ) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
     let opts: ClientOpts = error::decode_arg(opts)?;
-    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
+    let ep = endpoint(
+        &opts.base_url,
+        &opts.api_key,
+        &opts.version,
+        opts.max_body_bytes,
+    )?;
     let timings =
         timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)

@@ -2,7 +2,7 @@
 //! and answered by message.
 
 use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};
-use tinkex_core::http::Endpoint;
+use tinkex_core::http::{BodyLimits, Endpoint};
 use tinkex_core::session::{self, ModelRef};
 use tinkex_core::wire::ServerFlags;
 
@@ -49,9 +49,32 @@ struct Opened {
     flags: Flags,
 }
 
+/// The largest answer bodies to read, `%{result: bytes, control: bytes}`
+/// (`TinkexNative.SamplingClient`'s `:max_body_bytes`, validated there).
+#[derive(NifMap, Clone, Copy)]
+pub struct LimitsArg {
+    result: u64,
+    control: u64,
+}
+
+impl From<LimitsArg> for BodyLimits {
+    fn from(l: LimitsArg) -> BodyLimits {
+        BodyLimits {
+            result: l.result,
+            control: l.control,
+        }
+    }
+}
+
 /// The endpoint, or `{:error, message}` for a bad URL or key.
-pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifResult<Endpoint> {
+pub fn endpoint(
+    base_url: &str,
+    api_key: &str,
+    version: &str,
+    limits: LimitsArg,
+) -> rustler::NifResult<Endpoint> {
     Endpoint::with_sdk_version(base_url, api_key, version)
+        .map(|ep| ep.with_body_limits(limits.into()))
         .map_err(|e| rustler::Error::Term(Box::new(e.message)))
 }
 
@@ -66,11 +89,12 @@ fn session_open<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     model: Term<'a>,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep = endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
@@ -125,10 +149,11 @@ fn session_heartbeat<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep = endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await

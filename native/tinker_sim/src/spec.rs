@@ -121,7 +121,7 @@ impl SampleSpec {
         }
     }
 
-    /// Parses an asample body (see `PROTOCOL.md`), naming the first bad field.
+    /// Parses an asample body (see `docs/protocol.md`), naming the first bad field.
     pub fn from_json(body: Option<&Value>) -> Result<Self, FieldError> {
         let f = Fields::of(body)?;
         if let Some(t) = f.opt_string("type")? {

@@ -1,4 +1,4 @@
-//! Session set-up calls (`shared/PROTOCOL.md` "Session set-up"): client
+//! Session set-up calls (`docs/protocol.md` "Setting up a client"): client
 //! config, sessions, sampling sessions, heartbeats and sampler info.
 //!
 //! These calls carry the Python SDK's lower-layer (Stainless) retry: on a

@@ -1,4 +1,4 @@
-//! The JSON wire types of the Tinker API (`shared/PROTOCOL.md`).
+//! The JSON wire types of the Tinker API (`docs/protocol.md`).
 //!
 //! Request bodies serialize exactly as the official Python SDK sends them
 //! (`None` fields dropped, the SDK's defaults always present). Answers are

@@ -21,14 +21,15 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-mod prompt;
 mod session;
 
-pub use prompt::{Chunk, ImageData, ImageFormat, ModelInput, BYTES_PER_TOKEN};
 pub use session::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
     CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,
 };
+
+mod prompt;
+pub use prompt::{Chunk, ImageData, ImageFormat, ModelInput, BYTES_PER_TOKEN};
 
 /// Stop sequences: a string, a list of strings, or a list of token ids.
 /// An empty list disables every stop token, EOS included.

@@ -64,11 +64,13 @@ defmodule TinkexNative.Native do
   def handler_live_count, do: err()
   def handler_progress(_handler), do: err()
 
+  # Prompts
+  def prompt_image(_data), do: err()
+
   # Sessions and sampling
   def session_open(_base_url, _api_key, _version, _limits, _model, _ref), do: err()
   def session_heartbeat(_base_url, _api_key, _version, _limits, _session_id, _ref), do: err()
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()
-  def prompt_image(_data), do: err()
   def client_stats(_client), do: err()
 end

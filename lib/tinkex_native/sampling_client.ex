@@ -25,15 +25,15 @@ defmodule TinkexNative.SamplingClient do
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
       defaults.
-    * `:name` - a `GenServer` name.
-    * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
-      for result token arrays; a per-call option too.
-    * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).
     * `:max_body_bytes` - the largest answer bodies read, in bytes:
       `[result: 268_435_456, control: 1_048_576]` (either key may be
       given). `result` applies to `retrieve_future(s)` answers, `control`
       to every other call. A successful answer over its limit fails with a
       `:decode` error (never retried) instead of being read into memory.
+    * `:name` - a `GenServer` name.
+    * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
+      for result token arrays; a per-call option too.
+    * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).
     * `:timings` - overrides of the protocol's delays in ms (advanced;
       tests use it): #{Enum.map_join(TinkexNative.SamplingClient.Options.timing_keys(), ", ", &"`#{&1}`")}.
 
@@ -339,11 +339,11 @@ defmodule TinkexNative.SamplingClient do
       base_url: o.base_url,
       api_key: o.api_key.(),
       version: @version,
+      max_body_bytes: o.max_body_bytes,
       sampling_session_id: opened.sampling_session_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
       timings: o.timings,
-      log_to: self(),
-      max_body_bytes: o.max_body_bytes
+      log_to: self()
     }
 
     case Native.client_new(native_opts, handler.resource) do

@@ -511,46 +511,6 @@ def case_join_clone(sim: Sim, mode: str) -> None:
         assert targets == {1}, targets
 
 
-def case_protobuf_bytes(sim: Sim, mode: str) -> None:
-    """The simulator's protobuf decodes with the SDK's own generated module and
-    re-serialises to the same bytes; the values equal the JSON result."""
-    body = {
-        "type": "sample",
-        "sampling_session_id": "conformance:sample:0",
-        "seq_id": 42,
-        "num_samples": 2,
-        "prompt": {"chunks": [{"type": "encoded_text", "tokens": PROMPT}]},
-        "sampling_params": {"max_tokens": 4, "temperature": 0.7, "top_k": -1, "top_p": 1.0},
-        "prompt_logprobs": True,
-        "topk_prompt_logprobs": 3,
-        "topk_sample_logprobs": 2,
-        "prompt_alt_tokens_k": 2,
-    }
-    headers = {"x-api-key": KEY}
-    with httpx.Client(base_url=sim.base, headers=headers) as http:
-        fut = http.post("/api/v1/asample", json=body).json()
-        poll = {"request_id": fut["request_id"], "allow_metadata_only": True}
-        raw = http.post(
-            "/api/v1/retrieve_future", json=poll, headers={"accept": "application/x-protobuf"}
-        )
-        as_json = http.post("/api/v1/retrieve_future", json=poll).json()
-    assert raw.headers["content-type"] == "application/x-protobuf", raw.headers
-    msg = pb.SampleResponse()
-    msg.ParseFromString(raw.content)
-    assert msg.SerializeToString(deterministic=True) == raw.content, "not canonical protobuf"
-    assert len(msg.sequences) == 2 and msg.sequences[0].stop_reason == pb.STOP_REASON_LENGTH
-    assert msg.HasField("prompt_logprobs") and msg.HasField("topk_prompt_logprobs")
-    assert msg.topk_prompt_logprobs.k == 3 and msg.topk_prompt_logprobs.length == len(PROMPT)
-    assert msg.prompt_alt_tokens.tokens.dtype == pb.DTYPE_INT64
-    decoded = deserialize_sample_response(raw.content)
-    for got, exp in zip(decoded.sequences, as_json["sequences"]):
-        assert got.tokens == exp["tokens"] and got.logprobs == exp["logprobs"]
-    assert decoded.prompt_logprobs == as_json["prompt_logprobs"]
-    want = sim.expected(body)
-    assert as_json["sequences"] == want["sequences"]
-    assert as_json["prompt_logprobs"] == want["prompt_logprobs"]
-
-
 def tiny_png() -> bytes:
     """A valid 1x1 RGB PNG, built here so the case needs no image file."""
 
@@ -651,6 +611,46 @@ def case_image_prompt_bytes(sim: Sim, mode: str) -> None:
             assert got["prompt_logprobs"] == want["prompt_logprobs"]
 
 
+def case_protobuf_bytes(sim: Sim, mode: str) -> None:
+    """The simulator's protobuf decodes with the SDK's own generated module and
+    re-serialises to the same bytes; the values equal the JSON result."""
+    body = {
+        "type": "sample",
+        "sampling_session_id": "conformance:sample:0",
+        "seq_id": 42,
+        "num_samples": 2,
+        "prompt": {"chunks": [{"type": "encoded_text", "tokens": PROMPT}]},
+        "sampling_params": {"max_tokens": 4, "temperature": 0.7, "top_k": -1, "top_p": 1.0},
+        "prompt_logprobs": True,
+        "topk_prompt_logprobs": 3,
+        "topk_sample_logprobs": 2,
+        "prompt_alt_tokens_k": 2,
+    }
+    headers = {"x-api-key": KEY}
+    with httpx.Client(base_url=sim.base, headers=headers) as http:
+        fut = http.post("/api/v1/asample", json=body).json()
+        poll = {"request_id": fut["request_id"], "allow_metadata_only": True}
+        raw = http.post(
+            "/api/v1/retrieve_future", json=poll, headers={"accept": "application/x-protobuf"}
+        )
+        as_json = http.post("/api/v1/retrieve_future", json=poll).json()
+    assert raw.headers["content-type"] == "application/x-protobuf", raw.headers
+    msg = pb.SampleResponse()
+    msg.ParseFromString(raw.content)
+    assert msg.SerializeToString(deterministic=True) == raw.content, "not canonical protobuf"
+    assert len(msg.sequences) == 2 and msg.sequences[0].stop_reason == pb.STOP_REASON_LENGTH
+    assert msg.HasField("prompt_logprobs") and msg.HasField("topk_prompt_logprobs")
+    assert msg.topk_prompt_logprobs.k == 3 and msg.topk_prompt_logprobs.length == len(PROMPT)
+    assert msg.prompt_alt_tokens.tokens.dtype == pb.DTYPE_INT64
+    decoded = deserialize_sample_response(raw.content)
+    for got, exp in zip(decoded.sequences, as_json["sequences"]):
+        assert got.tokens == exp["tokens"] and got.logprobs == exp["logprobs"]
+    assert decoded.prompt_logprobs == as_json["prompt_logprobs"]
+    want = sim.expected(body)
+    assert as_json["sequences"] == want["sequences"]
+    assert as_json["prompt_logprobs"] == want["prompt_logprobs"]
+
+
 CASES = [
     # (name, function, modes)
     ("happy", case_happy, ("poll", "futures")),
@@ -669,8 +669,8 @@ CASES = [
     ("compute_logprobs", case_compute_logprobs, ("poll", "futures")),
     ("extras_topk_alt_last_n", case_extras_topk_alt_last_n, ("poll",)),
     ("join_clone", case_join_clone, ("poll", "futures")),
-    ("protobuf_bytes", case_protobuf_bytes, ("poll",)),
     ("image_prompt_bytes", case_image_prompt_bytes, ("poll",)),
+    ("protobuf_bytes", case_protobuf_bytes, ("poll",)),
 ]
 
 

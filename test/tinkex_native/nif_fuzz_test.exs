@@ -184,11 +184,11 @@ defmodule TinkexNative.NifFuzzTest do
           base_url: "http://127.0.0.1:1",
           api_key: "tml-fuzz",
           version: "0.0.0",
+          max_body_bytes: %{result: 1_000_000, control: 1_000},
           sampling_session_id: "fuzz",
           dispatch_bytes: 1_000_000,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
-          log_to: nil,
-          max_body_bytes: %{result: 1_000_000, control: 1_000}
+          log_to: nil
         },
         quick.resource
       )
@@ -342,21 +342,21 @@ defmodule TinkexNative.NifFuzzTest do
         base_url: "http://127.0.0.1:1",
         api_key: "tml-fuzz",
         version: "0.0.0",
+        max_body_bytes: %{result: 1_000_000, control: 1_000},
         sampling_session_id: "fuzz",
         dispatch_bytes: 1_000,
         timings: [],
-        log_to: nil,
-        max_body_bytes: %{result: 1_000_000, control: 1_000}
+        log_to: nil
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
         api_key: ["", "bad\nkey", "é"],
         version: ["", "\n", "é"],
+        max_body_bytes: [%{result: 1, control: -1}, %{result: 1}, [result: 1, control: 1]],
         sampling_session_id: ["", "x/y"],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
-        log_to: [self(), ctx.dead_pid, :self],
-        max_body_bytes: [%{result: 1, control: -1}, %{result: 1}, [result: 1, control: 1]]
+        log_to: [self(), ctx.dead_pid, :self]
       }
     )
   end

@@ -13,13 +13,13 @@ defmodule TinkexNative.SamplingClient.Options do
     :base_model,
     :model_path,
     :retry_config,
+    :max_body_bytes,
     :name,
     :allow_insecure,
     :timings,
     :heartbeat_interval_ms,
     :init_timeout_ms,
-    :tokens,
-    :max_body_bytes
+    :tokens
   ]
   @timings [
     :submit_timeout,
@@ -56,11 +56,11 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, api_key} <- api_key(opts),
          {:ok, model} <- model(opts),
          {:ok, retry_config} <- retry_config(opts[:retry_config]),
+         {:ok, max_body_bytes} <- max_body_bytes(Keyword.get(opts, :max_body_bytes, [])),
          {:ok, timings} <- timings(Keyword.get(opts, :timings, [])),
          {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
          {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000),
          {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
-         {:ok, max_body_bytes} <- max_body_bytes(Keyword.get(opts, :max_body_bytes, [])),
          :ok <- name(opts[:name]) do
       {:ok,
        %{
@@ -68,11 +68,11 @@ defmodule TinkexNative.SamplingClient.Options do
          api_key: api_key,
          model: model,
          retry_config: retry_config,
+         max_body_bytes: max_body_bytes,
          timings: timings,
          heartbeat_interval_ms: heartbeat,
          init_timeout_ms: init_timeout,
          tokens: tokens,
-         max_body_bytes: max_body_bytes,
          name: opts[:name]
        }}
     end
@@ -199,6 +199,33 @@ defmodule TinkexNative.SamplingClient.Options do
     end
   end
 
+  # `[result: bytes, control: bytes]`, either key optional: answers of
+  # retrieve_future(s) are read up to `result`, every other answer up to
+  # `control`; a bigger success fails instead of being read into memory.
+  defp max_body_bytes(limits) when is_list(limits) do
+    Enum.reduce_while(limits, {:ok, @max_body_bytes}, fn
+      {k, n}, {:ok, acc}
+      when k in [:result, :control] and is_integer(n) and n > 0 and n <= @u64 ->
+        {:cont, {:ok, Map.put(acc, k, n)}}
+
+      {k, n}, _ when k in [:result, :control] ->
+        {:halt, invalid({:max_body_bytes, k}, n, "a positive integer (bytes)")}
+
+      {k, _}, _ when is_atom(k) ->
+        {:halt,
+         {:error,
+          ArgumentError.exception(
+            "invalid :max_body_bytes: " <> RetryConfig.unknown_key_message(k, [:result, :control])
+          )}}
+
+      other, _ ->
+        {:halt, invalid(:max_body_bytes, other, "a keyword list with :result and :control")}
+    end)
+  end
+
+  defp max_body_bytes(other),
+    do: invalid(:max_body_bytes, other, "a keyword list with :result and :control (bytes)")
+
   defp timings(t) when is_list(t) do
     Enum.reduce_while(t, {:ok, []}, fn
       {k, ms}, {:ok, acc} when is_atom(k) ->
@@ -230,33 +257,6 @@ defmodule TinkexNative.SamplingClient.Options do
       v -> invalid(key, v, "a positive integer (milliseconds)")
     end
   end
-
-  # `[result: bytes, control: bytes]`, either key optional: answers of
-  # retrieve_future(s) are read up to `result`, every other answer up to
-  # `control`; a bigger success fails instead of being read into memory.
-  defp max_body_bytes(limits) when is_list(limits) do
-    Enum.reduce_while(limits, {:ok, @max_body_bytes}, fn
-      {k, n}, {:ok, acc}
-      when k in [:result, :control] and is_integer(n) and n > 0 and n <= @u64 ->
-        {:cont, {:ok, Map.put(acc, k, n)}}
-
-      {k, n}, _ when k in [:result, :control] ->
-        {:halt, invalid({:max_body_bytes, k}, n, "a positive integer (bytes)")}
-
-      {k, _}, _ when is_atom(k) ->
-        {:halt,
-         {:error,
-          ArgumentError.exception(
-            "invalid :max_body_bytes: " <> RetryConfig.unknown_key_message(k, [:result, :control])
-          )}}
-
-      other, _ ->
-        {:halt, invalid(:max_body_bytes, other, "a keyword list with :result and :control")}
-    end)
-  end
-
-  defp max_body_bytes(other),
-    do: invalid(:max_body_bytes, other, "a keyword list with :result and :control (bytes)")
 
   defp tokens(t) when t in [:list, :binary], do: {:ok, t}
   defp tokens(t), do: invalid(:tokens, t, ":list or :binary")

@@ -23,7 +23,7 @@ use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
-use crate::session::{endpoint, LimitsArg};
+use crate::session::endpoint;
 use crate::timings;
 
 /// The native half of one sampling client.
@@ -40,11 +40,11 @@ pub struct ClientOpts {
     base_url: String,
     api_key: String,
     version: String,
+    max_body_bytes: crate::session::LimitsArg,
     sampling_session_id: String,
     dispatch_bytes: u64,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
-    max_body_bytes: LimitsArg,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base

@@ -2,7 +2,7 @@
 //! and answered by message.
 
 use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};
-use tinkex_core::http::{BodyLimits, Endpoint};
+use tinkex_core::http::Endpoint;
 use tinkex_core::session::{self, ModelRef};
 use tinkex_core::wire::ServerFlags;
 
@@ -57,9 +57,9 @@ pub struct LimitsArg {
     control: u64,
 }
 
-impl From<LimitsArg> for BodyLimits {
-    fn from(l: LimitsArg) -> BodyLimits {
-        BodyLimits {
+impl From<LimitsArg> for tinkex_core::http::BodyLimits {
+    fn from(l: LimitsArg) -> tinkex_core::http::BodyLimits {
+        tinkex_core::http::BodyLimits {
             result: l.result,
             control: l.control,
         }

@@ -25,12 +25,12 @@ defmodule TinkexNative.SamplingClient do
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
       defaults.
+    * `:name` - a `GenServer` name.
     * `:max_body_bytes` - the largest answer bodies read, in bytes:
       `[result: 268_435_456, control: 1_048_576]` (either key may be
       given). `result` applies to `retrieve_future(s)` answers, `control`
       to every other call. A successful answer over its limit fails with a
       `:decode` error (never retried) instead of being read into memory.
-    * `:name` - a `GenServer` name.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
     * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).

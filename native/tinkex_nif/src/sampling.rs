@@ -55,12 +55,8 @@ fn client_new<'a>(
     handler: ResourceArc<HandlerRes>,
 ) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
     let opts: ClientOpts = error::decode_arg(opts)?;
-    let ep = endpoint(
-        &opts.base_url,
-        &opts.api_key,
-        &opts.version,
-        opts.max_body_bytes,
-    )?;
+    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?
+        .with_body_limits(opts.max_body_bytes.into());
     let timings =
         timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)

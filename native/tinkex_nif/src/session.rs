@@ -67,15 +67,19 @@ impl From<LimitsArg> for tinkex_core::http::BodyLimits {
 }
 
 /// The endpoint, or `{:error, message}` for a bad URL or key.
-pub fn endpoint(
+pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifResult<Endpoint> {
+    Endpoint::with_sdk_version(base_url, api_key, version)
+        .map_err(|e| rustler::Error::Term(Box::new(e.message)))
+}
+
+/// [`endpoint`] reading answers up to `limits`.
+pub fn limited_endpoint(
     base_url: &str,
     api_key: &str,
     version: &str,
     limits: LimitsArg,
 ) -> rustler::NifResult<Endpoint> {
-    Endpoint::with_sdk_version(base_url, api_key, version)
-        .map(|ep| ep.with_body_limits(limits.into()))
-        .map_err(|e| rustler::Error::Term(Box::new(e.message)))
+    endpoint(base_url, api_key, version).map(|ep| ep.with_body_limits(limits.into()))
 }
 
 /// Reads the server flags and, unless given an existing sampling session,
@@ -94,7 +98,7 @@ fn session_open<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep = endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep = limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
@@ -153,7 +157,7 @@ fn session_heartbeat<'a>(
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep = limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await

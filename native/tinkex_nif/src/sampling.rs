@@ -40,7 +40,7 @@ pub struct ClientOpts {
     base_url: String,
     api_key: String,
     version: String,
-    max_body_bytes: crate::session::LimitsArg,
+    max_body_bytes: crate::limits::LimitsArg,
     sampling_session_id: String,
     dispatch_bytes: u64,
     timings: Vec<(String, u64)>,

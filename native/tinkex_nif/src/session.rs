@@ -49,37 +49,10 @@ struct Opened {
     flags: Flags,
 }
 
-/// The largest answer bodies to read, `%{result: bytes, control: bytes}`
-/// (`TinkexNative.SamplingClient`'s `:max_body_bytes`, validated there).
-#[derive(NifMap, Clone, Copy)]
-pub struct LimitsArg {
-    result: u64,
-    control: u64,
-}
-
-impl From<LimitsArg> for tinkex_core::http::BodyLimits {
-    fn from(l: LimitsArg) -> tinkex_core::http::BodyLimits {
-        tinkex_core::http::BodyLimits {
-            result: l.result,
-            control: l.control,
-        }
-    }
-}
-
 /// The endpoint, or `{:error, message}` for a bad URL or key.
 pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifResult<Endpoint> {
     Endpoint::with_sdk_version(base_url, api_key, version)
         .map_err(|e| rustler::Error::Term(Box::new(e.message)))
-}
-
-/// [`endpoint`] reading answers up to `limits`.
-pub fn limited_endpoint(
-    base_url: &str,
-    api_key: &str,
-    version: &str,
-    limits: LimitsArg,
-) -> rustler::NifResult<Endpoint> {
-    endpoint(base_url, api_key, version).map(|ep| ep.with_body_limits(limits.into()))
 }
 
 /// Reads the server flags and, unless given an existing sampling session,
@@ -98,7 +71,8 @@ fn session_open<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep = limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
@@ -157,7 +131,8 @@ fn session_heartbeat<'a>(
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await

@@ -81,12 +81,25 @@ defmodule TinkexNative.Native do
   def handler_live_count, do: err()
   def handler_progress(_handler), do: err()
 
-  # Sessions and sampling
-  def session_open(_base_url, _api_key, _version, _model, _ref), do: err()
-  def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
+  # Prompts
+  def prompt_image(_data), do: err()
 
-  def session_finish(_base_url, _api_key, _version, _session_id, _reason, _detail, _ms, _ref),
-    do: err()
+  # Sessions and sampling
+  def session_open(_base_url, _api_key, _version, _limits, _model, _ref), do: err()
+  def session_heartbeat(_base_url, _api_key, _version, _limits, _session_id, _ref), do: err()
+
+  def session_finish(
+        _base_url,
+        _api_key,
+        _version,
+        _limits,
+        _session_id,
+        _reason,
+        _detail,
+        _ms,
+        _ref
+      ),
+      do: err()
 
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()

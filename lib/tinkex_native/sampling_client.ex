@@ -38,6 +38,11 @@ defmodule TinkexNative.SamplingClient do
   within an in-flight budget of `inflight_response_bytes_semaphore_size`
   bytes (50 MiB by default).
     * `:name` - a `GenServer` name.
+    * `:max_body_bytes` - the largest answer bodies read, in bytes:
+      `[result: 268_435_456, control: 1_048_576]` (either key may be
+      given). `result` applies to `retrieve_future(s)` answers, `control`
+      to every other call. A successful answer over its limit fails with a
+      `:decode` error (never retried) instead of being read into memory.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
     * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000: the
@@ -563,7 +568,7 @@ defmodule TinkexNative.SamplingClient do
     Process.flag(:trap_exit, true)
     ref = make_ref()
 
-    case Native.session_open(o.base_url, o.api_key.(), @version, o.model, ref) do
+    case Native.session_open(o.base_url, o.api_key.(), @version, o.max_body_bytes, o.model, ref) do
       :ok when o.async_setup ->
         ClientTable.put(self(), :starting)
         timer = Process.send_after(self(), {:setup_timeout, ref}, o.init_timeout_ms)
@@ -624,6 +629,7 @@ defmodule TinkexNative.SamplingClient do
       base_url: o.base_url,
       api_key: o.api_key.(),
       version: @version,
+      max_body_bytes: o.max_body_bytes,
       sampling_session_id: opened.sampling_session_id,
       first_seq_id: opened.first_seq_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
@@ -712,7 +718,17 @@ defmodule TinkexNative.SamplingClient do
   def handle_info(:heartbeat, s) do
     ref = make_ref()
     o = s.opts
-    _ = Native.session_heartbeat(o.base_url, o.api_key.(), @version, s.handle.session_id, ref)
+
+    _ =
+      Native.session_heartbeat(
+        o.base_url,
+        o.api_key.(),
+        @version,
+        o.max_body_bytes,
+        s.handle.session_id,
+        ref
+      )
+
     {:noreply, %{s | heartbeat: {:pending, ref}}}
   end
 
@@ -767,7 +783,17 @@ defmodule TinkexNative.SamplingClient do
     ms = o.finish_timeout_ms
 
     with :ok <-
-           Native.session_finish(o.base_url, o.api_key.(), @version, id, kind, detail, ms, ref) do
+           Native.session_finish(
+             o.base_url,
+             o.api_key.(),
+             @version,
+             o.max_body_bytes,
+             id,
+             kind,
+             detail,
+             ms,
+             ref
+           ) do
       receive do
         {:tinkex_finish, ^ref, {:ok, _}} ->
           :ok

@@ -188,6 +188,7 @@ defmodule TinkexNative.NifFuzzTest do
           base_url: "http://127.0.0.1:1",
           api_key: "tml-fuzz",
           version: "0.0.0",
+          max_body_bytes: %{result: 1_000_000, control: 1_000},
           sampling_session_id: "fuzz",
           first_seq_id: 0,
           dispatch_bytes: 1_000_000,
@@ -277,6 +278,18 @@ defmodule TinkexNative.NifFuzzTest do
 
   defp string(ctx), do: arg(ctx, fn -> pick(["", "tml-fuzz", "bad\nkey", "0.1.0", "é"]) end)
 
+  defp limits(ctx) do
+    arg(ctx, fn ->
+      pick([
+        %{result: 1_000_000, control: 1_000},
+        %{result: 2 ** 64 - 1, control: 1},
+        %{result: 2 ** 64, control: 1},
+        %{result: -1, control: 1},
+        %{control: 1}
+      ])
+    end)
+  end
+
   defp model(ctx) do
     arg(ctx, fn ->
       {pick([:base_model, :model_path, :sampling_session_id, :other]),
@@ -341,6 +354,7 @@ defmodule TinkexNative.NifFuzzTest do
         base_url: "http://127.0.0.1:1",
         api_key: "tml-fuzz",
         version: "0.0.0",
+        max_body_bytes: %{result: 1_000_000, control: 1_000},
         sampling_session_id: "fuzz",
         first_seq_id: 0,
         dispatch_bytes: 1_000,
@@ -354,6 +368,7 @@ defmodule TinkexNative.NifFuzzTest do
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
         api_key: ["", "bad\nkey", "é"],
         version: ["", "\n", "é"],
+        max_body_bytes: [%{result: 1, control: -1}, %{result: 1}, [result: 1, control: 1]],
         sampling_session_id: ["", "x/y"],
         first_seq_id: [2 ** 64 - 1, -1, 2 ** 64],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
@@ -402,7 +417,18 @@ defmodule TinkexNative.NifFuzzTest do
       ctx,
       valid_spec(),
       %{
-        chunks: [[<<1, 0, 0>>], [], ["", "abcd"], [<<0::1024>>]],
+        chunks: [
+          [<<1, 0, 0>>],
+          [],
+          ["", "abcd"],
+          [<<0::1024>>],
+          [{:image, Native.prompt_image("img"), :png, 3}, <<1, 0, 0, 0>>],
+          [{:image, make_ref(), :png, nil}],
+          [{:image_asset_pointer, "s3://x", :jpeg, nil}],
+          [{:image_asset_pointer, "s3://x", :gif, 1}],
+          [{:image_asset_pointer, "s3://x", :png, -1}],
+          [{:image, "raw bytes", :png}]
+        ],
         num_samples: [0, 2 ** 32 - 1, 2 ** 32],
         max_tokens: [0, 2 ** 32 - 1, 2 ** 32, -1],
         seed: [1, -(2 ** 63), 2 ** 63],
@@ -449,17 +475,17 @@ defmodule TinkexNative.NifFuzzTest do
   defp args_for(:lease_release, 2, c), do: [lease(c), bool(c)]
   defp args_for(:handler_record_failure, 3, c), do: [handler(c), string(c), bool(c)]
 
-  defp args_for(:session_open, 5, c),
-    do: [session_url(c), string(c), string(c), model(c), ref(c)]
+  defp args_for(:session_open, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), model(c), ref(c)]
 
-  defp args_for(:session_heartbeat, 5, c),
-    do: [session_url(c), string(c), string(c), string(c), ref(c)]
+  defp args_for(:session_heartbeat, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), string(c), ref(c)]
 
-  defp args_for(:session_finish, 8, c) do
+  defp args_for(:session_finish, 9, c) do
     reason = arg(c, fn -> pick([:success, :errored, :interrupted]) end)
     detail = arg(c, fn -> pick([nil, "", "boom", "é"]) end)
     ms = arg(c, fn -> pick([1, 50, 2 ** 64 - 1, 0]) end)
-    [session_url(c), string(c), string(c), string(c), reason, detail, ms, ref(c)]
+    [session_url(c), string(c), string(c), limits(c), string(c), reason, detail, ms, ref(c)]
   end
 
   defp args_for(:client_new, 2, c), do: [arg(c, fn -> client_opts(c) end), handler(c)]

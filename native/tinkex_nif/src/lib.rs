@@ -11,6 +11,8 @@ mod config;
 mod error;
 mod handler;
 mod jobs;
+mod limits;
+mod prompt;
 mod rate_limiter;
 mod runtime;
 mod sampling;

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use rustler::{
-    Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
-    Term,
+    Atom, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc, Term,
 };
 use tinkex_core::client::{Deadline, SamplingClient};
 use tinkex_core::error::{Error, ErrorKind};
@@ -19,7 +18,7 @@ use tinkex_core::sampling::{
     DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
     TopkPosition, DEFAULT_MAX_SUBMITS,
 };
-use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
+use tinkex_core::wire::{ModelInput, SamplingParams, Stop};
 
 use crate::atoms;
 use crate::error;
@@ -43,6 +42,7 @@ pub struct ClientOpts {
     base_url: String,
     api_key: String,
     version: String,
+    max_body_bytes: crate::limits::LimitsArg,
     sampling_session_id: String,
     first_seq_id: u64,
     dispatch_bytes: u64,
@@ -62,7 +62,8 @@ fn client_new<'a>(
     handler: ResourceArc<HandlerRes>,
 ) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
     let opts: ClientOpts = error::decode_arg(opts)?;
-    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
+    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?
+        .with_body_limits(opts.max_body_bytes.into());
     let timings =
         timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)
@@ -115,11 +116,11 @@ enum StopArg {
     Tokens(Vec<i32>),
 }
 
-/// A validated request from `TinkexNative.SamplingClient`: prompt chunks as
-/// little-endian int32 binaries (cheap to cross), and the parameters.
+/// A validated request from `TinkexNative.SamplingClient`: prompt chunks
+/// (see [`crate::prompt`]), and the parameters.
 #[derive(NifMap)]
 struct SpecArg<'a> {
-    chunks: Vec<Binary<'a>>,
+    chunks: Vec<Term<'a>>,
     num_samples: u32,
     max_tokens: Option<u32>,
     seed: Option<i64>,
@@ -136,18 +137,7 @@ struct SpecArg<'a> {
 }
 
 fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
-    let mut chunks = Vec::with_capacity(a.chunks.len());
-    for b in &a.chunks {
-        if b.len() % 4 != 0 {
-            return Err(rustler::Error::BadArg);
-        }
-        let tokens = b
-            .as_slice()
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        chunks.push(Chunk::EncodedText { tokens });
-    }
+    let chunks = crate::prompt::decode_chunks(&a.chunks)?;
     let stop = match &a.stop {
         StopArg::None => None,
         StopArg::Text(s) => Some(Stop::Text(s.clone())),

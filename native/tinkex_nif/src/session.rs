@@ -112,11 +112,13 @@ fn session_open<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     model: Term<'a>,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
@@ -189,10 +191,12 @@ fn session_heartbeat<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
@@ -219,6 +223,7 @@ fn session_finish<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     session_id: String,
     reason: Term<'a>,
     detail: Option<String>,
@@ -226,7 +231,8 @@ fn session_finish<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let reason: FinishArg = error::decode_arg(reason)?;
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     let reason = match reason {
         FinishArg::Success => FinishReason::Success,

@@ -1,5 +1,5 @@
 //! One attempt of a sample: submit (`asample`) and poll (`retrieve_future`),
-//! exactly as `shared/PROTOCOL.md` describes.
+//! exactly as `docs/protocol.md` describes.
 //!
 //! The retry handler owns the attempts: it allocates a `seq_id` per
 //! attempt, calls [`run_attempt`], and on a retryable error sleeps and

@@ -1,5 +1,5 @@
 //! Poll: `POST /api/v1/retrieve_future` until the future resolves, row by
-//! row as `shared/PROTOCOL.md`'s poll table:
+//! row as the poll table of `docs/protocol.md`:
 //!
 //! | answer | action |
 //! |---|---|

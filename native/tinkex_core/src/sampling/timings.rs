@@ -1,5 +1,5 @@
 //! Every delay and timeout of one attempt, in one place, so tests can
-//! shrink them. The defaults are the protocol's (`shared/PROTOCOL.md`).
+//! shrink them. The defaults are the protocol's (`docs/protocol.md`).
 
 use std::time::Duration;
 

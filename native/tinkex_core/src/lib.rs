@@ -16,6 +16,7 @@ pub mod http;
 pub mod precise_sleep;
 pub mod proto;
 pub mod rate_limiter;
+pub mod registry;
 pub mod sampling;
 pub mod session;
 pub mod wire;

@@ -246,3 +246,17 @@ fn huge_max_connections_is_clamped() {
     );
     assert!(h.stats().available_permits.unwrap() > 1_000_000);
 }
+
+#[test]
+fn cache_keeps_only_handlers_in_use() {
+    let held = Handler::get("cache-held", RetryConfig::default());
+    for i in 0..10_000 {
+        drop(Handler::get(&format!("cache-{i}"), RetryConfig::default()));
+    }
+    // Other tests of this binary may hold a few handlers meanwhile.
+    assert!(cache::entries() < 200, "{} entries", cache::entries());
+    assert!(Arc::ptr_eq(
+        &held,
+        &Handler::get("cache-held", RetryConfig::default())
+    ));
+}

@@ -21,14 +21,15 @@
 //! assert_eq!(a.remaining(), Duration::ZERO);
 //! ```
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::registry::WeakRegistry;
 
 mod probe;
 pub use probe::Probe;
@@ -63,12 +64,11 @@ pub struct RateLimiter {
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
 /// itself is never kept in plain text.
-type Key = [u8; 32];
+pub type Key = [u8; 32];
 
-fn registry() -> &'static Mutex<HashMap<Key, Arc<RateLimiter>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<Key, Arc<RateLimiter>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
-}
+/// The limiters in use, by key; an entry goes once no client holds its
+/// limiter (a backoff nobody waits on is worth nothing).
+static REGISTRY: LazyLock<WeakRegistry<Key, RateLimiter>> = LazyLock::new(WeakRegistry::new);
 
 fn key_of(base_url: &str, api_key: &str) -> Key {
     let mut h = Sha256::new();
@@ -100,16 +100,31 @@ impl RateLimiter {
     /// The one limiter of the process for `{base_url, api_key}` (a trailing
     /// `/` of the URL does not make another limiter).
     pub fn for_key(base_url: &str, api_key: &str) -> Arc<RateLimiter> {
-        let key = key_of(base_url, api_key);
-        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| Arc::new(RateLimiter::new()))
-            .clone()
+        REGISTRY.get_or_insert_with(key_of(base_url, api_key), RateLimiter::new)
     }
 
-    /// How many limiters the registry holds (one per pair ever used).
+    /// How many limiters are in use (held by some client) in the process.
     pub fn registry_len() -> usize {
-        registry().lock().unwrap_or_else(|p| p.into_inner()).len()
+        REGISTRY.live()
+    }
+
+    /// Entries the registry holds, dead ones not yet swept included.
+    #[doc(hidden)]
+    pub fn registry_entries() -> usize {
+        REGISTRY.entries()
+    }
+
+    /// The registry's keys of the limiters in use: what the process keeps
+    /// about each `{base_url, api_key}` (tests check it is only a digest).
+    #[doc(hidden)]
+    pub fn registry_keys() -> Vec<Key> {
+        REGISTRY.live_keys()
+    }
+
+    /// The registry key of `{base_url, api_key}`.
+    #[doc(hidden)]
+    pub fn key_of(base_url: &str, api_key: &str) -> Key {
+        key_of(base_url, api_key)
     }
 
     fn now_us(&self) -> u64 {
@@ -296,6 +311,44 @@ mod tests {
         let c = RateLimiter::for_key("http://x.test", "tml-b");
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn registry_keeps_only_limiters_in_use() {
+        let held = RateLimiter::for_key("http://held.test", "tml-held");
+        for i in 0..10_000 {
+            drop(RateLimiter::for_key(&format!("http://k{i}.test"), "tml-k"));
+        }
+        // Other tests of this binary may hold a few limiters meanwhile.
+        assert!(
+            RateLimiter::registry_entries() < 200,
+            "{} entries",
+            RateLimiter::registry_entries()
+        );
+        assert!(Arc::ptr_eq(
+            &held,
+            &RateLimiter::for_key("http://held.test/", "tml-held")
+        ));
+    }
+
+    #[test]
+    fn registry_keys_are_digests_not_the_api_key() {
+        let secret = "tml-registry-secret-0123456789";
+        let _l = RateLimiter::for_key("http://digest.test", secret);
+        let keys = RateLimiter::registry_keys();
+        let mut h = Sha256::new();
+        h.update(b"http://digest.test\0");
+        h.update(secret.as_bytes());
+        let want: Key = h.finalize().into();
+        assert!(
+            keys.contains(&want),
+            "no SHA-256 of url NUL key among {keys:?}"
+        );
+        for k in &keys {
+            assert!(!k
+                .windows(8)
+                .any(|w| secret.as_bytes().windows(8).any(|s| s == w)));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tinkex_core::client::SamplingClient;
+use tinkex_core::config::RetryConfig;
+use tinkex_core::error::ErrorKind;
+use tinkex_core::handler::{Handler, NoEvents};
 use tinkex_core::http::Endpoint;
 use tinkex_core::rate_limiter::RateLimiter;
 use tinkex_core::sampling::{run_attempt, SampleContext, SampleSpec, Timings};
@@ -120,6 +124,50 @@ async fn rate_limited_submit_is_resent_with_the_same_seq_id() {
         .map(|e| e["seq_id"].clone())
         .collect();
     assert_eq!(seqs, [json!(7), json!(7), json!(7)]);
+    sim.shutdown().await;
+}
+
+/// The SDK fails a poll answered 409 for good; the handler must not make
+/// it a new attempt (a second asample: the server would do the work twice),
+/// although 409 is among the statuses it retries.
+#[tokio::test]
+async fn a_409_while_polling_fails_the_sample_with_one_asample() {
+    let (sim, ep) = start().await;
+    let id = sampling_session(&ep).await;
+    sim.set_scenario(&json!({"rules": [
+        {"endpoint": "retrieve_future", "match": {"first": 1}, "action": {"status": 409}}
+    ]}))
+    .unwrap();
+    let config = RetryConfig {
+        base_delay_ms: 1,
+        max_delay_ms: 2,
+        ..RetryConfig::default()
+    };
+    assert!(config.is_retryable(&tinkex_core::error::Error::http(409, "x")));
+    let handler = Arc::new(Handler::new(&id, config));
+    let ctx = Arc::try_unwrap(fast_ctx(&ep, &id)).unwrap();
+    let client = SamplingClient::new(ctx, handler.clone());
+    let spec = SampleSpec::new(
+        ModelInput::from_tokens(vec![1, 2]),
+        SamplingParams::default(),
+        1,
+    );
+    let (result, meta) = client.sample(&spec, &NoEvents).await;
+    let e = result.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.retryable, e.fatal),
+        (ErrorKind::Http, Some(409), false, true),
+        "{e:?}"
+    );
+    assert_eq!(meta.attempts, 1);
+    let asamples = sim
+        .log()
+        .into_iter()
+        .filter(|e| e["path"] == "/api/v1/asample")
+        .count();
+    assert_eq!(asamples, 1, "one asample in the simulator's log");
+    let s = handler.stats();
+    assert_eq!((s.retries, s.failed), (0, 1));
     sim.shutdown().await;
 }
 

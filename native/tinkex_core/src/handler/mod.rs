@@ -260,7 +260,9 @@ impl Handler {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            e.retryable = self.config.is_retryable(&e);
+            // The config's rule classifies what the layer below left open;
+            // a verdict of that layer that rules a new attempt out stands.
+            e.retryable = !e.fatal && self.config.is_retryable(&e);
             let retry = e.retryable && self.config.may_retry(retries);
             let delay_ms = retry.then(|| backoff.sample_ms(retries, &mut rand::rng()));
             self.record_failure(label_of(&e), retry);

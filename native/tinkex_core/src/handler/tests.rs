@@ -58,6 +58,37 @@ async fn does_not_retry_fatal_errors() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fatal_verdict_survives_the_retry_rule() {
+    let h = Arc::new(Handler::new("t", fast(|_| {})));
+    assert!(h.config().is_retryable(&Error::http(409, "x")));
+    let calls = AtomicU64::new(0);
+    let r: Result<(), _> = h
+        .execute(&NoEvents, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::http(409, "polled").into_fatal()) }
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_eq!((e.status, e.retryable), (Some(409), false));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Without the verdict, the rule decides (and retries a 409).
+    let calls = AtomicU64::new(0);
+    let r = h
+        .execute(&NoEvents, |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(Error::http(409, "submitted"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+    assert_eq!(r, Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_retries_bounds_attempts_and_retry_logic_off_is_one_attempt() {
     for (cfg, want) in [
         (fast(|c| c.max_retries = Some(2)), 3),

@@ -36,7 +36,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :poll_backoff_base,
     :poll_backoff_cap,
     :pause_log_interval,
-    :dispatch_recent_window
+    :dispatch_recent_window,
+    :probe_timeout
   ]
 
   def production_url, do: @production

@@ -171,6 +171,87 @@ async fn a_409_while_polling_fails_the_sample_with_one_asample() {
     sim.shutdown().await;
 }
 
+/// After a 429 every submit of the key waits behind one probe request;
+/// a probe the service does not answer (held 30 s by a delay rule) holds
+/// them for the probe timeout, not for its own 60 s submit timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_probe_holds_the_other_submits_for_the_probe_timeout_only() {
+    let (sim, ep) = start().await;
+    let id = sampling_session(&ep).await;
+    sim.set_scenario(&json!({"rules": [
+        {"endpoint": "asample", "match": {"nth": 1},
+         "action": {"status": 429, "headers": {"retry-after-ms": "50"}}},
+        // The second asample, the probe after that backoff, hangs.
+        {"endpoint": "asample", "match": {"nth": 1}, "action": {"delay_ms": 30000}}
+    ]}))
+    .unwrap();
+    let probe_timeout = std::time::Duration::from_millis(300);
+    let ctx = Arc::new(
+        SampleContext::new(ep.clone(), &id)
+            .with_timings(Timings {
+                probe_timeout,
+                ..Timings::default()
+            })
+            .with_limiter(Arc::new(RateLimiter::new())),
+    );
+    let spec = Arc::new(SampleSpec::new(
+        ModelInput::from_tokens(vec![3]),
+        SamplingParams::default(),
+        1,
+    ));
+    let stalled = {
+        let (ctx, spec) = (ctx.clone(), spec.clone());
+        tokio::spawn(async move { run_attempt(&ctx, &spec, 0).await })
+    };
+    let fired = |rule: usize| sim.stats()["rules"][rule]["fired"].as_u64().unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(fired(1) == 1 && ctx.limiter.probe_in_flight()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never went out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let probe_out = std::time::Instant::now();
+    let others: Vec<_> = (1..=2u64)
+        .map(|seq| {
+            let (ctx, spec) = (ctx.clone(), spec.clone());
+            tokio::spawn(async move { run_attempt(&ctx, &spec, seq).await })
+        })
+        .collect();
+    for t in others {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), t)
+            .await
+            .expect("still held behind the stalled probe after 10 s")
+            .unwrap();
+        assert_eq!(out.unwrap().sequences.len(), 1);
+    }
+    assert!(probe_out.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!stalled.is_finished(), "the stalled probe is still out");
+    stalled.abort();
+    // The next probe left once the stalled one (sent at the end of the
+    // 50 ms backoff) had been out 300 ms: not before, and not 30 s later.
+    let at = |status: u64| -> Vec<u64> {
+        sim.log()
+            .into_iter()
+            .filter(|e| e["path"] == "/api/v1/asample" && e["status"] == status)
+            .map(|e| e["t_us"].as_u64().unwrap())
+            .collect()
+    };
+    let (limited, passed) = (at(429), at(200));
+    assert_eq!(
+        (limited.len(), passed.len()),
+        (1, 2),
+        "{limited:?} {passed:?}"
+    );
+    let gap = passed.iter().min().unwrap() - limited[0];
+    assert!(
+        (349_000..5_000_000).contains(&gap),
+        "next probe {gap} µs after the 429"
+    );
+    sim.shutdown().await;
+}
+
 /// 20 000 samples, 256 at a time, through one context: prints the rate.
 /// Run with `cargo test --release -p tinkex_core --test against_sim -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ pub fn from_overrides(overrides: Vec<(String, u64)>) -> Result<Timings, String> 
             "poll_backoff_cap" => &mut t.poll_backoff_cap,
             "pause_log_interval" => &mut t.pause_log_interval,
             "dispatch_recent_window" => &mut t.dispatch_recent_window,
+            "probe_timeout" => &mut t.probe_timeout,
             other => return Err(format!("unknown timing {other:?}")),
         };
         *field = d;

@@ -21,8 +21,8 @@
 //! assert_eq!(a.remaining(), Duration::ZERO);
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::registry::WeakRegistry;
 
 mod probe;
-pub use probe::Probe;
+pub use probe::{Probe, DEFAULT_PROBE_TIMEOUT};
 
 /// How long before the deadline [`RateLimiter::wait_then`] hands its
 /// wait to the precise timer thread. Generous: a tokio worker that is
@@ -54,12 +54,16 @@ pub struct RateLimiter {
     deadline_us: AtomicU64,
     /// Wakes waiters when the backoff is cleared early, or a probe ends.
     changed: Notify,
-    /// Set by every backoff; cleared by `clear` or a probe that got
-    /// through. While set, an expired backoff lets one probe request go
-    /// first (see [`RateLimiter::wait_turn`]).
-    tripped: AtomicBool,
-    /// A probe request is in flight.
-    probing: AtomicBool,
+    /// Backoffs set so far: the generation of the latest 429.
+    trips: AtomicU64,
+    /// The generation up to which the service is known to take requests
+    /// again (a probe of it passed, or `clear`). While `trips` is ahead,
+    /// an expired backoff lets one probe request go first (see
+    /// [`RateLimiter::wait_turn`]). A probe settles only the generation
+    /// it probed, so a 429 that lands while it is out is not forgotten.
+    settled: AtomicU64,
+    /// The probe request out now, if any.
+    probe: Mutex<probe::Slot>,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
@@ -92,8 +96,9 @@ impl RateLimiter {
             epoch: Instant::now(),
             deadline_us: AtomicU64::new(NONE),
             changed: Notify::new(),
-            tripped: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
+            trips: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            probe: Mutex::new(probe::Slot::default()),
         }
     }
 
@@ -143,14 +148,13 @@ impl RateLimiter {
     /// Backs off for `d` from now, unless a later deadline is already set
     /// (a backoff is never shortened). Returns the deadline in force.
     pub fn set_backoff(&self, d: Duration) -> Instant {
-        self.tripped.store(true, Ordering::Release);
         let wanted = self
             .now_us()
             .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let mut current = self.deadline_us.load(Ordering::Acquire);
-        loop {
+        let deadline = loop {
             if current != NONE && current >= wanted {
-                return self.instant_of(current);
+                break current;
             }
             match self.deadline_us.compare_exchange_weak(
                 current,
@@ -158,16 +162,21 @@ impl RateLimiter {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return self.instant_of(wanted),
+                Ok(_) => break wanted,
                 Err(actual) => current = actual,
             }
-        }
+        };
+        // After the deadline: whoever sees this generation sees its
+        // deadline too, so never probes ahead of it.
+        self.trips.fetch_add(1, Ordering::AcqRel);
+        self.instant_of(deadline)
     }
 
     /// Ends the backoff now and wakes every waiter.
     pub fn clear(&self) {
         let had = self.deadline_us.swap(NONE, Ordering::AcqRel) != NONE;
-        if self.tripped.swap(false, Ordering::AcqRel) || had {
+        let trips = self.trips.load(Ordering::Acquire);
+        if self.settled.fetch_max(trips, Ordering::AcqRel) < trips || had {
             self.changed.notify_waiters();
         }
     }
@@ -354,14 +363,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_probe_goes_first_after_a_backoff() {
         let rl = Arc::new(RateLimiter::new());
-        assert!(rl.wait_turn().await.is_none(), "never tripped: free");
+        assert!(
+            rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none(),
+            "never tripped: free"
+        );
         rl.set_backoff(Duration::from_millis(100));
         let probe = rl
-            .wait_turn()
+            .wait_turn(DEFAULT_PROBE_TIMEOUT)
             .await
             .expect("first after the backoff probes");
         let rl2 = rl.clone();
-        let follower = tokio::spawn(async move { rl2.wait_turn().await.is_none() });
+        let follower =
+            tokio::spawn(async move { rl2.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!follower.is_finished(), "waits behind the probe");
         probe.passed();
@@ -369,18 +382,18 @@ mod tests {
             follower.await.unwrap(),
             "released, with no probe of its own"
         );
-        assert!(rl.wait_turn().await.is_none());
+        assert!(rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_that_meets_a_429_puts_everyone_back_to_sleep() {
         let rl = Arc::new(RateLimiter::new());
         rl.set_backoff(Duration::from_millis(100));
-        let probe = rl.wait_turn().await.unwrap();
+        let probe = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.unwrap();
         let rl2 = rl.clone();
         let start = Instant::now();
         let follower = tokio::spawn(async move {
-            let p = rl2.wait_turn().await;
+            let p = rl2.wait_turn(DEFAULT_PROBE_TIMEOUT).await;
             (p.is_some(), Instant::now())
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -389,6 +402,49 @@ mod tests {
         let (probed, at) = follower.await.unwrap();
         assert!(probed, "the follower probes next");
         assert!(at.duration_since(start) >= Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_does_not_answer_hands_over_after_the_probe_timeout() {
+        let rl = RateLimiter::new();
+        let timeout = Duration::from_millis(2000);
+        rl.set_backoff(Duration::from_millis(100));
+        let stalled = rl.wait_turn(timeout).await.unwrap();
+        let taken = Instant::now();
+        let next = rl.wait_turn(timeout);
+        tokio::pin!(next);
+        tokio::select! {
+            _ = &mut next => panic!("went before the probe timed out"),
+            _ = tokio::time::sleep(Duration::from_millis(1999)) => {}
+        }
+        let second = next.await.expect("probes in the stalled one's place");
+        assert_eq!(taken.elapsed(), timeout);
+        // The stalled probe's late drop must not free the new probe's slot.
+        drop(stalled);
+        assert!(rl.probe_in_flight());
+        let third = rl.wait_turn(timeout);
+        tokio::pin!(third);
+        tokio::select! {
+            _ = &mut third => panic!("released while the new probe is out"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        second.passed();
+        assert!(third.await.is_none(), "released once the new probe passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_while_a_probe_is_out_survives_the_probe_passing() {
+        let rl = Arc::new(RateLimiter::new());
+        rl.set_backoff(Duration::from_millis(100));
+        let probe = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.unwrap();
+        // Another request, sent before the backoff, meets a 429 now.
+        let deadline = rl.set_backoff(Duration::from_millis(100));
+        probe.passed();
+        let p = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await;
+        assert!(Instant::now() >= deadline);
+        assert!(p.is_some(), "the new backoff gets its own probe");
+        p.unwrap().passed();
+        assert!(rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none());
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use std::time::Duration;
 /// | `poll_backoff_cap` | 30 s | largest such delay (1, 2, 4 … 30 s) |
 /// | `pause_log_interval` | 60 s | at most one "sampling is paused" log per interval |
 /// | `dispatch_recent_window` | 10 s | after a 429 backoff ends, submits stay throttled this long |
+/// | `probe_timeout` | 3 s | after a 429 backoff, the next probe goes once the last has been out this long unanswered |
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,6 +67,9 @@ pub struct Timings {
     pub pause_log_interval: Duration,
     /// How long after a 429 backoff ends submits stay throttled.
     pub dispatch_recent_window: Duration,
+    /// How long one probe request after a 429 backoff may hold back every
+    /// other submit of the key before the next probe goes.
+    pub probe_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -87,6 +91,7 @@ impl Default for Timings {
             poll_backoff_cap: Duration::from_secs(30),
             pause_log_interval: Duration::from_secs(60),
             dispatch_recent_window: Duration::from_secs(10),
+            probe_timeout: crate::rate_limiter::DEFAULT_PROBE_TIMEOUT,
         }
     }
 }

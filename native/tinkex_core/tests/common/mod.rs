@@ -246,6 +246,7 @@ pub fn fast() -> Timings {
         poll_backoff_cap: ms(80),
         pause_log_interval: Duration::from_secs(60),
         dispatch_recent_window: ms(100),
+        probe_timeout: ms(500),
     }
 }
 

@@ -19,4 +19,5 @@ pub mod rate_limiter;
 pub mod registry;
 pub mod sampling;
 pub mod session;
+pub mod task;
 pub mod wire;

@@ -14,6 +14,7 @@ rustler::atoms! {
     tinkex_heartbeat,
     tinkex_event,
     tinkex_log,
+    tinkex_test_job,
     attempt_failed,
     stop,
     length,

@@ -6,13 +6,11 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use rustler::{
     Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
     Term,
 };
 use tinkex_core::client::SamplingClient;
-use tinkex_core::error::{Error, ErrorKind};
 use tinkex_core::handler::{Events, RetryEvent};
 use tinkex_core::sampling::{
     DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
@@ -168,25 +166,23 @@ fn client_sample<'a>(
     let tokens_as_binary = spec.tokens_as_binary;
     let with_events = spec.events;
     let client = Arc::clone(&client.0);
-    start_job(env, move |reply| async move {
-        let events = with_events.then(|| EventsTo(reply.clone()));
-        let events: &dyn Events = match &events {
-            Some(e) => e,
-            None => &tinkex_core::handler::NoEvents,
-        };
-        let run = AssertUnwindSafe(client.sample(&sample, events)).catch_unwind();
-        let result = match run.await {
-            Ok((r, _meta)) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Internal,
-                "panic in the native sampler",
-            )),
-        };
-        reply.send(atoms::tinkex_sample(), move |env| match result {
-            Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    })
+    start_job(
+        env,
+        move |reply| async move {
+            let events = with_events.then(|| EventsTo(reply));
+            let events: &dyn Events = match &events {
+                Some(e) => e,
+                None => &tinkex_core::handler::NoEvents,
+            };
+            client.sample(&sample, events).await.0
+        },
+        move |reply, result| {
+            reply.send(atoms::tinkex_sample(), move |env| match result {
+                Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
+                Err(e) => error::error_result(env, &e),
+            })
+        },
+    )
     // The caller is running this NIF, so it is alive.
     .ok_or(rustler::Error::BadArg)
 }

@@ -80,19 +80,14 @@ fn session_open<'a>(
 
 /// Runs `work` on tokio for the calling process (aborted if it dies: a
 /// client that gave up on its set-up stops retrying it) and sends
-/// `{tag, ref, {:ok, value} | {:error, error}}`.
+/// `{tag, ref, {:ok, value} | {:error, error}}` — an `:internal` error if
+/// the work panicked.
 fn spawn_answer<T, F>(env: Env<'_>, reply: ReplyTo, tag: Atom, work: F)
 where
     T: Encoder + Send + 'static,
     F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
 {
-    spawn_for_caller(env, async move {
-        let result = work.await;
-        reply.send(tag, move |env| match result {
-            Ok(v) => (atoms::ok(), v).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    });
+    spawn_for_caller(env, reply, tag, work);
 }
 
 async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::registry::WeakRegistry;
 
 mod probe;
+mod wait;
 pub use probe::{Probe, DEFAULT_PROBE_TIMEOUT};
 
 /// How long before the deadline [`RateLimiter::wait_then`] hands its
@@ -64,6 +65,10 @@ pub struct RateLimiter {
     settled: AtomicU64,
     /// The probe request out now, if any.
     probe: Mutex<probe::Slot>,
+    /// Timers armed by waits on this limiter, for tests: a wait is one
+    /// exact sleep (two timers: a coarse one and a precise one), not a
+    /// polling loop.
+    arms: AtomicU64,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
@@ -99,6 +104,7 @@ impl RateLimiter {
             trips: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             probe: Mutex::new(probe::Slot::default()),
+            arms: AtomicU64::new(0),
         }
     }
 
@@ -195,92 +201,11 @@ impl RateLimiter {
         let dl = self.deadline_us.load(Ordering::Acquire);
         (dl != NONE && dl > self.now_us()).then(|| self.instant_of(dl))
     }
-
-    /// Waits out the backoff: one sleep to the deadline, again only if the
-    /// deadline moved later meanwhile; returns at once when there is none,
-    /// and early when the backoff is cleared. Uses tokio's timer (1 ms
-    /// granularity, so it follows a paused test clock); the NIF uses the
-    /// more precise [`RateLimiter::wait_then`], submits
-    /// [`RateLimiter::wait_turn`].
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            // Register for `clear` before reading the deadline, so a clear
-            // between the read and the sleep is not missed.
-            notified.as_mut().enable();
-            let Some(deadline) = self.deadline() else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = &mut notified => {}
-            }
-        }
-    }
-
-    /// Calls `done` once the backoff is over: at once when there is none,
-    /// else from the precise timer thread at the deadline (re-armed if the
-    /// deadline moved later), so a message sent by `done` leaves within
-    /// microseconds of it, without a hop through a tokio worker. Clearing
-    /// the backoff ends the wait early, except in its last
-    /// [`WAKE_HANDOVER`].
-    pub async fn wait_then<F>(self: &Arc<Self>, done: F)
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        let mut done: crate::precise_sleep::Callback = Box::new(done);
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let Some(deadline) = self.deadline() else {
-                return done();
-            };
-            let handover = deadline.checked_sub(WAKE_HANDOVER);
-            if let Some(coarse) = handover.filter(|c| *c > Instant::now()) {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(coarse) => {}
-                    _ = &mut notified => {}
-                }
-                continue;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let me = Arc::clone(self);
-            crate::precise_sleep::call_at(
-                deadline.into_std(),
-                Box::new(move || {
-                    // Still backing off (the deadline moved): hand `done` back.
-                    let back = match me.deadline() {
-                        None => {
-                            done();
-                            None
-                        }
-                        Some(_) => Some(done),
-                    };
-                    let _ = tx.send(back);
-                }),
-            );
-            match rx.await {
-                Ok(Some(f)) => done = f,
-                _ => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_sleeps_until_deadline() {
-        let rl = RateLimiter::new();
-        let start = Instant::now();
-        rl.set_backoff(Duration::from_millis(300));
-        rl.wait().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn never_shortens_and_extends() {
@@ -445,28 +370,6 @@ mod tests {
         assert!(p.is_some(), "the new backoff gets its own probe");
         p.unwrap().passed();
         assert!(rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn wait_then_calls_at_the_deadline_and_follows_extensions() {
-        let rl = Arc::new(RateLimiter::new());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let tx2 = tx.clone();
-        rl.wait_then(move || tx2.send(Instant::now()).unwrap())
-            .await;
-        assert!(rx.try_recv().is_ok(), "no backoff: called at once");
-        rl.set_backoff(Duration::from_millis(60));
-        let rl2 = rl.clone();
-        let waiter = tokio::spawn(async move {
-            rl2.wait_then(move || tx.send(Instant::now()).unwrap())
-                .await;
-        });
-        // Moved later long before the first deadline, whatever the load:
-        // the call must follow the new deadline.
-        let later = rl.set_backoff(Duration::from_millis(120));
-        waiter.await.unwrap();
-        let woke = rx.recv().unwrap();
-        assert!(woke >= later, "woke {:?} before the deadline", later - woke);
     }
 
     #[test]

@@ -179,7 +179,7 @@ mod tests {
         let woke = rx.await.unwrap();
         assert!(woke >= deadline, "woke {:?} early", deadline - woke);
         let late = woke - deadline;
-        assert!(late < Duration::from_millis(40), "woke {late:?} late");
+        assert!(late < Duration::from_millis(50), "woke {late:?} late");
         assert_eq!(rl.timer_arms(), 2, "one coarse sleep, one precise timer");
         assert!(crate::precise_sleep::registrations() > before);
     }

@@ -1,7 +1,7 @@
 //! Session set-up and heartbeats for `TinkexNative.SamplingClient`, run on tokio
 //! and answered by message.
 
-use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};
+use rustler::{Atom, Env, NifMap, NifTaggedEnum, Term};
 use tinkex_core::http::Endpoint;
 use tinkex_core::session::{self, ModelRef};
 use tinkex_core::wire::ServerFlags;
@@ -58,7 +58,9 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
 /// Reads the server flags and, unless given an existing sampling session,
 /// creates a session and a sampling session. Answers
 /// `{:tinkex_session, ref, {:ok, %{session_id, sampling_session_id, flags}}
-/// | {:error, error}}`; `{:error, message}` at once for a bad URL. Dirty:
+/// | {:error, error}}` (an `:internal` error should the task panic);
+/// `{:error, message}` at once for a bad URL. The task is aborted if the
+/// caller dies: a client that gave up on its set-up stops retrying it. Dirty:
 /// the first use of a base URL builds its TLS client (milliseconds).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
@@ -72,22 +74,10 @@ fn session_open<'a>(
     let model: SessionTarget = error::decode_arg(model)?;
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_session(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
     });
     Ok(atoms::ok())
-}
-
-/// Runs `work` on tokio for the calling process (aborted if it dies: a
-/// client that gave up on its set-up stops retrying it) and sends
-/// `{tag, ref, {:ok, value} | {:error, error}}` — an `:internal` error if
-/// the work panicked.
-fn spawn_answer<T, F>(env: Env<'_>, reply: ReplyTo, tag: Atom, work: F)
-where
-    T: Encoder + Send + 'static,
-    F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
-{
-    spawn_for_caller(env, reply, tag, work);
 }
 
 async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
@@ -125,7 +115,7 @@ fn session_heartbeat<'a>(
 ) -> rustler::NifResult<Atom> {
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
     });
     Ok(atoms::ok())

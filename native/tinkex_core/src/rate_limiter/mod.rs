@@ -109,7 +109,8 @@ impl RateLimiter {
     }
 
     /// The one limiter of the process for `{base_url, api_key}` (a trailing
-    /// `/` of the URL does not make another limiter).
+    /// `/` of the URL does not make another limiter), while anyone holds
+    /// it; a new one, with no backoff, once nobody does.
     pub fn for_key(base_url: &str, api_key: &str) -> Arc<RateLimiter> {
         REGISTRY.get_or_insert_with(key_of(base_url, api_key), RateLimiter::new)
     }
@@ -130,12 +131,6 @@ impl RateLimiter {
     #[doc(hidden)]
     pub fn registry_keys() -> Vec<Key> {
         REGISTRY.live_keys()
-    }
-
-    /// The registry key of `{base_url, api_key}`.
-    #[doc(hidden)]
-    pub fn key_of(base_url: &str, api_key: &str) -> Key {
-        key_of(base_url, api_key)
     }
 
     fn now_us(&self) -> u64 {

@@ -105,4 +105,9 @@ defmodule TinkexNative.Native do
   def client_sample(_client, _spec), do: err()
   def client_cancel(_job), do: err()
   def client_stats(_client), do: err()
+
+  # Tests only: look inside the native state, drive a panicking task
+  def test_spawn_job(_panic_message, _ref), do: err()
+  def test_rate_limiter_keys, do: err()
+  def test_rate_limiter_timer_arms(_limiter), do: err()
 end

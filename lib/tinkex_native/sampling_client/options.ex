@@ -44,7 +44,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :futures_ack_timeout,
     :futures_retry,
     :cancel_timeout,
-    :min_config_refresh
+    :min_config_refresh,
+    :probe_timeout
   ]
 
   # Largest answer bodies read, per kind of answer (see max_body_bytes/1).

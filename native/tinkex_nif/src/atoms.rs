@@ -15,6 +15,7 @@ rustler::atoms! {
     tinkex_finish,
     tinkex_event,
     tinkex_log,
+    tinkex_test_job,
     attempt_failed,
     backoff,
     finished,

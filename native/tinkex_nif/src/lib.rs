@@ -17,6 +17,7 @@ mod rate_limiter;
 mod runtime;
 mod sampling;
 mod session;
+mod testing;
 mod timings;
 
 fn load(_env: rustler::Env, load_info: rustler::Term) -> bool {

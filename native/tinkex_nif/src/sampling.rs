@@ -7,7 +7,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use rustler::{
     Atom, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc, Term,
 };
@@ -181,28 +180,26 @@ fn client_sample<'a>(
         .timeout_ms
         .and_then(|ms| Deadline::after(Duration::from_millis(ms)));
     let client = Arc::clone(&client.0);
-    start_job(env, move |reply| async move {
-        let events = with_events.then(|| EventsTo(reply.clone()));
-        let events: &dyn Events = match &events {
-            Some(e) => e,
-            None => &tinkex_core::handler::NoEvents,
-        };
-        let run = AssertUnwindSafe(client.sample_until(&sample, events, deadline)).catch_unwind();
-        let result = match run.await {
-            Ok((r, _meta)) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Internal,
-                "panic in the native sampler",
-            )),
-        };
-        if !reply.claim() {
-            return; // cancelled: `client_cancel` sent the reply
-        }
-        reply.send(atoms::tinkex_sample(), move |env| match result {
-            Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    })
+    start_job(
+        env,
+        move |reply| async move {
+            let events = with_events.then(|| EventsTo(reply));
+            let events: &dyn Events = match &events {
+                Some(e) => e,
+                None => &tinkex_core::handler::NoEvents,
+            };
+            client.sample_until(&sample, events, deadline).await.0
+        },
+        move |reply, result| {
+            if !reply.claim() {
+                return; // cancelled: `client_cancel` sent the reply
+            }
+            reply.send(atoms::tinkex_sample(), move |env| match result {
+                Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
+                Err(e) => error::error_result(env, &e),
+            })
+        },
+    )
     // The caller is running this NIF, so it is alive.
     .ok_or(rustler::Error::BadArg)
 }

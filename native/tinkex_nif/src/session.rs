@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, NifUnitEnum, Term};
+use rustler::{Atom, Env, NifMap, NifTaggedEnum, NifUnitEnum, Term};
 use tinkex_core::dynamic_config::{self, DynamicConfig};
 use tinkex_core::http::Endpoint;
 use tinkex_core::seq_base::{Role, SeqBases};
@@ -103,8 +103,10 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
 /// the client's seq_id base (joining the sampling session when a clone
 /// should). Answers `{:tinkex_session, ref, {:ok, %{session_id,
 /// created_session, sampling_session_id, first_seq_id, flags,
-/// dynamic_config}} | {:error, error}}`; `{:error, message}` at once for a
-/// bad URL. Dirty:
+/// dynamic_config}} | {:error, error}}` (an `:internal` error should the
+/// task panic); `{:error, message}` at once for a bad URL. The task is
+/// aborted if the caller dies: a client that gave up on its set-up stops
+/// retrying it. Dirty:
 /// the first use of a base URL builds its TLS client (milliseconds).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
@@ -120,27 +122,10 @@ fn session_open<'a>(
     let ep =
         crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_session(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
     });
     Ok(atoms::ok())
-}
-
-/// Runs `work` on tokio for the calling process (aborted if it dies: a
-/// client that gave up on its set-up stops retrying it) and sends
-/// `{tag, ref, {:ok, value} | {:error, error}}`.
-fn spawn_answer<T, F>(env: Env<'_>, reply: ReplyTo, tag: Atom, work: F)
-where
-    T: Encoder + Send + 'static,
-    F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
-{
-    spawn_for_caller(env, async move {
-        let result = work.await;
-        reply.send(tag, move |env| match result {
-            Ok(v) => (atoms::ok(), v).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    });
 }
 
 async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
@@ -198,7 +183,7 @@ fn session_heartbeat<'a>(
     let ep =
         crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
     });
     Ok(atoms::ok())
@@ -238,7 +223,7 @@ fn session_finish<'a>(
         FinishArg::Success => FinishReason::Success,
         FinishArg::Errored => FinishReason::Errored,
     };
-    spawn_answer(env, reply, atoms::tinkex_finish(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_finish(), async move {
         session::finish_session(
             &ep,
             &session_id,

@@ -9,7 +9,8 @@ use crate::error::Error;
 pub struct RetryEvent<'a> {
     /// The handler's name.
     pub handler: &'a str,
-    /// The error, with `retryable` set by the config's rule.
+    /// The error, with `retryable` as the handler decided it: the
+    /// config's rule, unless the layer that saw it made it fatal.
     pub error: &'a Error,
     /// Which attempt failed, from 1.
     pub attempt: u64,

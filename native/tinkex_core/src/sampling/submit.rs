@@ -18,7 +18,8 @@
 //! at once on the first success — the thundering herd the backoff exists
 //! to prevent (the Python SDK never clears it either). When it expires,
 //! one probe request goes first and the others follow only once it got an
-//! answer other than 429 ([`crate::rate_limiter::RateLimiter::wait_turn`]).
+//! answer other than 429, or until it has been out `probe_timeout`
+//! ([`crate::rate_limiter::RateLimiter::wait_turn`]).
 
 use std::time::Duration;
 
@@ -105,7 +106,7 @@ pub(crate) async fn submit(
     loop {
         // Held until the end of this turn: on a 429 the new backoff is set
         // before the probe is released.
-        let mut probe = ctx.limiter.wait_turn().await;
+        let mut probe = ctx.limiter.wait_turn(t.probe_timeout).await;
         let rb = ctx
             .endpoint
             .post_url(ctx.endpoint.asample_url(), &key, sends)

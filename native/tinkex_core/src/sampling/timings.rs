@@ -28,6 +28,7 @@ use std::time::Duration;
 /// | `futures_retry` | 1 s | sleep after a retryable `retrieve_futures` failure (fixed, no backoff) |
 /// | `cancel_timeout` | 30 s | HTTP timeout of one `cancel_future` |
 /// | `min_config_refresh` | 10 s | the dynamic config is re-read at most this often |
+/// | `probe_timeout` | 3 s | after a 429 backoff, the next probe goes once the last has been out this long unanswered |
 ///
 /// ```
 /// use std::time::Duration;
@@ -81,6 +82,9 @@ pub struct Timings {
     pub cancel_timeout: Duration,
     /// Shortest period of the dynamic config refresh.
     pub min_config_refresh: Duration,
+    /// How long one probe request after a 429 backoff may hold back every
+    /// other submit of the key before the next probe goes.
+    pub probe_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -107,6 +111,7 @@ impl Default for Timings {
             futures_retry: Duration::from_secs(1),
             cancel_timeout: Duration::from_secs(30),
             min_config_refresh: crate::dynamic_config::MIN_REFRESH,
+            probe_timeout: crate::rate_limiter::DEFAULT_PROBE_TIMEOUT,
         }
     }
 }

@@ -251,6 +251,7 @@ pub fn fast() -> Timings {
         futures_retry: ms(20),
         cancel_timeout: ms(2000),
         min_config_refresh: ms(50),
+        probe_timeout: ms(500),
     }
 }
 

@@ -1,14 +1,21 @@
 """Benchmark peer: the official Tinker Python SDK on the local simulator.
 
     python bench/python_sdk.py --base-url http://127.0.0.1:PORT \
-        --samples 20000 --concurrency 64            # P2: samples/s
+        --seconds 10 --concurrency 64               # P2: samples/s
     python bench/python_sdk.py --base-url ... --samples 2000 --concurrency 64 \
         --storm-ms 3000                             # P6: requests per sample
 
 Drives `ServiceClient(base_url=...).create_sampling_client(base_model=...)`
 and `SamplingClient.sample(...)` futures, keeping at most `--concurrency`
-samples outstanding (a semaphore released by each future's done callback).
-Prints one JSON line.
+samples outstanding (a semaphore released by each future's done callback),
+for `--samples` samples or, with `--seconds`, until that time has passed
+(then the outstanding ones are awaited). `--concurrency` untimed warm-up
+samples go first. Prints one JSON line; `client_cpu_s` is this process's
+CPU time (all threads) over the timed part.
+
+`--client-config JSON` sets what the simulator answers to
+`POST client/config` (the server flags, e.g.
+`{"sample_use_retrieve_futures": true}`) before the client is created.
 
 With `--storm-ms`, it scripts the simulator through its admin API (P6):
 just before the first sample it installs the storm (every `asample`
@@ -34,13 +41,22 @@ os.environ.setdefault("TINKER_TELEMETRY", "0")
 import tinker  # noqa: E402
 from tinker import types  # noqa: E402
 
-# The P6 scenario, shared with bench/elixir/p6_requests.exs.
+# The P6 scenario, shared with bench/elixir/requests.exs. The session
+# poller's rule comes after POLL_5XX (a rule's draws hash its index), so
+# POLL_5XX draws the same whether or not the server flags turn it on.
 POLL_5XX = {
     "endpoint": "retrieve_future",
     "match": {"rate": 0.2},
     "action": {"status": 500},
     "name": "poll-5xx",
 }
+POLL_5XX_SESSION = {
+    "endpoint": "retrieve_futures",
+    "match": {"rate": 0.2},
+    "action": {"status": 500},
+    "name": "poll-5xx-session",
+}
+FAULTS = [POLL_5XX, POLL_5XX_SESSION]
 STORM_429 = {"endpoint": "asample", "action": {"status": 429}, "name": "storm-429"}
 
 
@@ -67,22 +83,57 @@ def cpu_seconds(pid: str) -> float | None:
 
 
 def sample_requests(stats: dict) -> int:
-    """asample + retrieve_future requests the simulator answered."""
+    """asample + retrieve_future + retrieve_futures requests the simulator answered."""
     eps = stats.get("endpoints", {})
     return sum(
-        sum(eps.get(name, {}).values()) for name in ("asample", "retrieve_future")
+        sum(eps.get(name, {}).values())
+        for name in ("asample", "retrieve_future", "retrieve_futures")
     )
+
+
+def json_object(text: str) -> dict:
+    """argparse type of --client-config: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", required=True)
-    ap.add_argument("--samples", type=int, default=20000)
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=16)
+    amount = ap.add_mutually_exclusive_group()
+    amount.add_argument("--samples", type=positive(int), default=None, help="default 20000")
+    amount.add_argument("--seconds", type=positive(float), default=None,
+                        help="keep submitting for this long instead")
+    ap.add_argument("--concurrency", type=positive(int), default=64)
+    ap.add_argument("--max-tokens", type=positive(int), default=16)
     ap.add_argument("--storm-ms", type=int, default=0, help="P6: 429 storm length")
+    ap.add_argument("--client-config", type=json_object, default=None,
+                    help="server flags the simulator answers to client/config, as JSON")
     args = ap.parse_args()
+    if args.samples is None and args.seconds is None:
+        args.samples = 20000
     base = args.base_url.rstrip("/")
+
+    if args.client_config is not None:
+        admin(base, "scenario", {"client_config": args.client_config})
 
     service = tinker.ServiceClient(base_url=base, api_key=os.environ["TINKER_API_KEY"])
     sc = service.create_sampling_client(base_model="Qwen/Qwen3-8B")
@@ -91,21 +142,24 @@ def main() -> int:
     prompt = types.ModelInput.from_ints([1, 2, 3])
     params = types.SamplingParams(max_tokens=args.max_tokens, temperature=0.7)
 
-    # One warm-up sample so session set-up is not timed.
-    sc.sample(prompt=prompt, num_samples=1, sampling_params=params).result()
+    # Warm-up, untimed: session set-up and one sample per window slot (so the
+    # connections exist), as the other clients do.
+    warm = [sc.sample(prompt=prompt, num_samples=1, sampling_params=params)
+            for _ in range(args.concurrency)]
+    for f in warm:
+        f.result()
 
     storm = args.storm_ms > 0
     if storm:
-        admin(base, "scenario", {"rules": [STORM_429, POLL_5XX]})
+        admin(base, "scenario", {"rules": [STORM_429, *FAULTS]})
         before = admin(base, "stats")
         timer = threading.Timer(
-            args.storm_ms / 1000, lambda: admin(base, "scenario", {"rules": [POLL_5XX]})
+            args.storm_ms / 1000, lambda: admin(base, "scenario", {"rules": FAULTS})
         )
 
     window = threading.Semaphore(args.concurrency)
     lock = threading.Lock()
     counts = {"ok": 0, "errors": 0, "first_error": None}
-    all_done = threading.Event()
 
     def on_done(f) -> None:
         exc = f.exception()
@@ -115,22 +169,29 @@ def main() -> int:
             else:
                 counts["errors"] += 1
                 counts["first_error"] = counts["first_error"] or repr(exc)
-            finished = counts["ok"] + counts["errors"]
         window.release()
-        if finished == args.samples:
-            all_done.set()
 
     sim_pid = os.environ.get("SIM_PID")
     sim_cpu0 = cpu_seconds(sim_pid) if sim_pid else None
     cpu0 = time.process_time()
     started = time.monotonic()
+    deadline = None if args.seconds is None else started + args.seconds
     if storm:
         timer.start()
-    for _ in range(args.samples):
+    submitted = 0
+    while deadline is not None or submitted < args.samples:
         window.acquire()
+        # A run by time must not start a sample after its end, however long
+        # the slot took to free.
+        if deadline is not None and time.monotonic() >= deadline:
+            window.release()
+            break
         fut = sc.sample(prompt=prompt, num_samples=1, sampling_params=params)
         fut.future().add_done_callback(on_done)
-    all_done.wait()
+        submitted += 1
+    # Every slot back means every sample has finished.
+    for _ in range(args.concurrency):
+        window.acquire()
     seconds = time.monotonic() - started
     client_cpu_s = time.process_time() - cpu0
     sim_cpu1 = cpu_seconds(sim_pid) if sim_pid else None
@@ -141,6 +202,7 @@ def main() -> int:
         "samples": counts["ok"],
         "errors": counts["errors"],
         "concurrency": args.concurrency,
+        "client_config": args.client_config or {},
         "seconds": seconds,
         "samples_per_s": counts["ok"] / seconds,
         "client_cpu_s": client_cpu_s,

@@ -15,7 +15,26 @@ defmodule Bench do
       raise "SIM_URL is not set: start target/release/tinker_sim and pass its URL"
   end
 
-  def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
+  def env_int(name, default) do
+    v = System.get_env(name, to_string(default))
+
+    case Integer.parse(v) do
+      {i, ""} -> i
+      _ -> raise ArgumentError, "#{name}: expected an integer, got #{inspect(v)}"
+    end
+  end
+
+  def env_float(name, default) do
+    v = System.get_env(name, to_string(default))
+
+    case Float.parse(v) do
+      {f, ""} when f > 0 ->
+        f
+
+      _ ->
+        raise ArgumentError, "#{name}: expected a positive number of seconds, got #{inspect(v)}"
+    end
+  end
 
   def env_ints(name, default) do
     System.get_env(name, default)
@@ -56,19 +75,37 @@ defmodule Bench do
   end
 
   @doc """
-  Runs `total` samples keeping `window` outstanding (`sample_async`, a new
-  one submitted as each result arrives). Returns
-  `%{ok:, errors:, seconds:, samples_per_s:, first_error:}`.
+  Runs samples keeping `window` outstanding (`sample_async`, a new one
+  submitted as each result arrives) until `amount` is used up, then waits
+  for the outstanding ones. `amount` is a sample count or `{:seconds, s}`
+  (keep submitting for `s` seconds). Returns `%{ok:, errors:, seconds:,
+  samples_per_s:, client_cpu_s:, sim_cpu_s:, first_error:}`.
   """
-  def run_window(client, total, window) do
+  def run_window(client, amount, window) do
     prompt = prompt()
     params = params()
     submit = fn -> sample!(client, prompt, params) end
     cpu0 = cpu_pair()
     t0 = System.monotonic_time(:microsecond)
-    first = min(window, total)
+
+    more? =
+      case amount do
+        {:seconds, s} ->
+          deadline = t0 + round(s * 1.0e6)
+          fn _sent -> System.monotonic_time(:microsecond) < deadline end
+
+        total when is_integer(total) ->
+          fn sent -> sent < total end
+      end
+
+    first =
+      case amount do
+        {:seconds, _} -> window
+        total -> min(window, total)
+      end
+
     for _ <- 1..first//1, do: submit.()
-    {ok, errors, first_error} = drain_window(total - first, first, submit, 0, 0, nil)
+    {ok, errors, first_error} = drain_window(first, first, more?, submit, 0, 0, nil)
     seconds = (System.monotonic_time(:microsecond) - t0) / 1.0e6
     cpu = cpu_delta(cpu0, cpu_pair())
 
@@ -83,18 +120,18 @@ defmodule Bench do
     }
   end
 
-  defp drain_window(0, 0, _submit, ok, err, first), do: {ok, err, first}
+  defp drain_window(_sent, 0, _more?, _submit, ok, err, first), do: {ok, err, first}
 
-  defp drain_window(to_send, outstanding, submit, ok, err, first) do
+  defp drain_window(sent, outstanding, more?, submit, ok, err, first) do
     receive do
       {:tinkex_sample, _ref, result} ->
         {ok, err, first} = count(result, ok, err, first)
 
-        if to_send > 0 do
+        if more?.(sent) do
           submit.()
-          drain_window(to_send - 1, outstanding, submit, ok, err, first)
+          drain_window(sent + 1, outstanding, more?, submit, ok, err, first)
         else
-          drain_window(0, outstanding - 1, submit, ok, err, first)
+          drain_window(sent, outstanding - 1, more?, submit, ok, err, first)
         end
     end
   end
@@ -127,19 +164,29 @@ defmodule Bench do
 
     {method, req} = request
 
-    {:ok, {{_, 200, _}, _headers, resp}} =
-      :httpc.request(method, req, [timeout: 30_000], body_format: :binary)
+    case :httpc.request(method, req, [timeout: 30_000], body_format: :binary) do
+      {:ok, {{_, 200, _}, _headers, resp}} ->
+        resp
 
-    resp
+      {:ok, {{_, status, _}, _headers, resp}} ->
+        raise "tinker_sim /_sim/#{path} answered #{status}: #{resp}"
+
+      {:error, reason} ->
+        raise "tinker_sim /_sim/#{path} at #{sim_url()}: #{inspect(reason)}"
+    end
   end
 
   def scenario(doc), do: admin("scenario", doc)
   def reset, do: admin("reset", %{})
   def stats, do: admin("stats")
 
-  @doc "asample + retrieve_future requests answered, from a /_sim/stats body."
+  @doc """
+  asample + retrieve_future + retrieve_futures requests answered, from a
+  /_sim/stats body (retrieve_futures: the session poller a server turns on
+  with `client_config.sample_use_retrieve_futures`).
+  """
   def sample_requests(stats_body) do
-    for name <- ["asample", "retrieve_future"], reduce: 0 do
+    for name <- ["asample", "retrieve_future", "retrieve_futures"], reduce: 0 do
       acc ->
         case Regex.run(~r/"#{name}":\{([^}]*)\}/, stats_body) do
           [_, inner] ->
@@ -215,6 +262,8 @@ defmodule Bench do
     :ok
   end
 
+  @doc "JSON text of a term; `{:json, text}` is JSON already and goes in as is."
+  def json({:json, text}) when is_binary(text), do: text
   def json(nil), do: "null"
   def json(true), do: "true"
   def json(false), do: "false"

@@ -5,14 +5,15 @@ defmodule TinkexNative.Error do
   Fields:
 
     * `:type` - what went wrong: `:transport` (connection failed or reset),
-      `:timeout`, `:http` (a non-success status, see `:status`), `:expired`
+      `:timeout` (an HTTP request, or a sample's own `timeout:`), `:http` (a non-success status, see `:status`), `:expired`
       (the future expired; retried with a new attempt), `:request_failed`
       (the server says the request failed; see `:category`), `:decode` (a
       malformed answer), `:stuck` (the watchdog: no progress for
       `progress_timeout_ms`), `:validation` (bad input, nothing was sent),
-      `:cancelled`, `:internal` (a caught bug in the native code),
-      `:client_not_running` (the `TinkexNative.SamplingClient` called is
-      not running: it was never started, it stopped, or it is stopping).
+      `:cancelled` (`TinkexNative.SamplingClient.cancel/2`), `:internal` (a
+      caught bug in the native code), `:client_not_running` (the
+      `TinkexNative.SamplingClient` called is not running: it was never
+      started, it stopped, or it is stopping).
     * `:category` - for `:request_failed`: `:user`, `:server` or `:unknown`;
       `:user` for validation errors; otherwise `nil`.
     * `:status` - the HTTP status when there was an answer.

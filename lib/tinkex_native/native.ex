@@ -81,14 +81,33 @@ defmodule TinkexNative.Native do
   def handler_live_count, do: err()
   def handler_progress(_handler), do: err()
 
-  # Sessions and sampling
-  def session_open(_base_url, _api_key, _version, _model, _ref), do: err()
-  def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
+  # Prompts
+  def prompt_image(_data), do: err()
 
-  def session_finish(_base_url, _api_key, _version, _session_id, _reason, _detail, _ms, _ref),
-    do: err()
+  # Sessions and sampling
+  def session_open(_base_url, _api_key, _version, _limits, _model, _ref), do: err()
+  def session_heartbeat(_base_url, _api_key, _version, _limits, _session_id, _ref), do: err()
+
+  def session_finish(
+        _base_url,
+        _api_key,
+        _version,
+        _limits,
+        _session_id,
+        _reason,
+        _detail,
+        _ms,
+        _ref
+      ),
+      do: err()
 
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()
+  def client_cancel(_job), do: err()
   def client_stats(_client), do: err()
+
+  # Tests only: look inside the native state, drive a panicking task
+  def test_spawn_job(_panic_message, _ref), do: err()
+  def test_rate_limiter_keys, do: err()
+  def test_rate_limiter_timer_arms(_limiter), do: err()
 end

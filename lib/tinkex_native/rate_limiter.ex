@@ -9,7 +9,8 @@ defmodule TinkexNative.RateLimiter do
   deadline, and `wait/1` is one exact timer (re-armed only if the deadline
   moves later) — not a polling loop.
 
-  The registry key is a SHA-256 of the pair: the API key is not kept.
+  The registry key is a SHA-256 of the pair: the API key is not kept. The
+  registry holds only the limiters in use.
 
   ## Examples
 
@@ -27,6 +28,8 @@ defmodule TinkexNative.RateLimiter do
   defstruct [:resource]
 
   @type t :: %__MODULE__{resource: reference()}
+
+  alias TinkexNative.Error
 
   @max_u64 18_446_744_073_709_551_615
 
@@ -114,6 +117,8 @@ defmodule TinkexNative.RateLimiter do
   Waits out the backoff: returns at once when there is none, otherwise
   when the deadline passes (or the backoff is cleared). The wait is a
   `receive` on a native timer's message, so no scheduler is blocked.
+  Raises `TinkexNative.Error` (type `:internal`) should the native wait
+  fail, rather than waiting for ever.
 
   ## Examples
 
@@ -135,12 +140,15 @@ defmodule TinkexNative.RateLimiter do
       :wait ->
         receive do
           {:tinkex_backoff_over, ^ref, :ok} -> :ok
+          {:tinkex_backoff_over, ^ref, {:error, native}} -> raise Error.from_native(native)
         end
     end
   end
 
   @doc """
-  How many limiters the VM holds (one per pair ever used).
+  How many limiters are in use in the VM: one per `{base_url, api_key}`
+  that some client or `t:t/0` still holds. A limiter nobody holds is
+  freed; the next `for_key/2` of its pair starts with no backoff.
 
   ## Examples
 

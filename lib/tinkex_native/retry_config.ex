@@ -16,7 +16,7 @@ defmodule TinkexNative.RetryConfig do
   | `:max_connections` | `1000` | permits of the handler's semaphore; `nil` for none | `max_connections` |
   | `:enable_retry_logic` | `true` | `false`: one attempt (still under the semaphore and watchdog) | `enable_retry_logic` |
   | `:enable_stuck_detection` | `true` | `false`: no watchdog | `enable_stuck_detection` |
-  | `:retry_statuses` | `[408, 409, 429, 500..599]` | HTTP statuses retried | `is_retryable_status_code` |
+  | `:retry_statuses` | `[408, 409, 429, 500..599]` | HTTP statuses retried (not a sample's poll that the Python SDK fails for good, e.g. a 409 or 404 from `retrieve_future`: that one is never resubmitted) | `is_retryable_status_code` |
   | `:retry_types` | `[:transport, :timeout, :expired]` | `TinkexNative.Error` types retried whatever their status; add `:exception` to retry functions that raise, throw or exit in `TinkexNative.RetryHandler.execute/3` | `retryable_exceptions` |
 
   ## Backoff

@@ -143,9 +143,12 @@ defmodule TinkexNative.RetryHandler do
     lease = Native.handler_acquire(handler.resource, ref)
 
     receive do
-      {:tinkex_permit, ^ref, :ok} -> :ok
+      {:tinkex_permit, ^ref, :ok} -> run(handler, lease, ref, fun, opts)
+      {:tinkex_permit, ^ref, {:error, native}} -> {:error, Error.from_native(native)}
     end
+  end
 
+  defp run(handler, lease, ref, fun, opts) do
     state = %{
       handler: handler,
       ref: ref,

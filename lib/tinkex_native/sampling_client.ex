@@ -8,7 +8,10 @@ defmodule TinkexNative.SamplingClient do
   The client process owns only lifecycle work (session creation,
   heartbeats every 10 s, native log lines). Samples never go through it:
   `sample/4` reads the client's published native handles and starts the
-  request on the native side directly.
+  request on the native side directly. The server's dynamic config
+  (`client/dynamic_config`: whether and how abandoned samples are
+  announced on `cancel_future`) is read at start and refreshed natively,
+  every `max(refresh_interval_sec, 10)` s.
 
   ## Options of `start_link/1`
 
@@ -35,6 +38,11 @@ defmodule TinkexNative.SamplingClient do
   within an in-flight budget of `inflight_response_bytes_semaphore_size`
   bytes (50 MiB by default).
     * `:name` - a `GenServer` name.
+    * `:max_body_bytes` - the largest answer bodies read, in bytes:
+      `[result: 268_435_456, control: 1_048_576]` (either key may be
+      given). `result` applies to `retrieve_future(s)` answers, `control`
+      to every other call. A successful answer over its limit fails with a
+      `:decode` error (never retried) instead of being read into memory.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
     * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000: the
@@ -239,11 +247,30 @@ defmodule TinkexNative.SamplingClient do
 
   Options: `:num_samples` (1), `:include_prompt_logprobs` (false),
   `:topk_prompt_logprobs` (0), `:tokens` (`:list` | `:binary`),
-  `:telemetry` (true: the task emits `[:tinkex_native, :retry_handler,
-  :attempt_failed]` and `[:tinkex_native, :sample, :stop]`).
+  `:timeout` (`:infinity`, or milliseconds), `:telemetry` (true: the task
+  emits `[:tinkex_native, :retry_handler, :attempt_failed]`,
+  `[:tinkex_native, :retry_handler, :stuck]`, `[:tinkex_native,
+  :rate_limiter, :backoff]` and `[:tinkex_native, :sample, :stop]`).
 
-  Shutting the task down (or its owner dying) cancels the sample and
-  returns its permit.
+  `:timeout` is a deadline for the whole call, counted from now: the wait
+  for a permit, every attempt, backoff and poll. It is kept natively, so
+  it holds whatever the caller does. When it passes, the sample resolves
+  with `{:error, %TinkexNative.Error{type: :timeout}}` and is cancelled.
+
+  Shutting the task down (or its owner dying) cancels the sample.
+  A cancelled sample returns its permit at once; when the server's dynamic
+  config has `sample_cancel_enabled` and the sample was waiting for its
+  result, its request id is announced on `cancel_future` (in batches of
+  at most `sample_cancel_max_batch_size` calls, by one announcer per
+  client). The watchdog's stuck error cancels the same way.
+
+  ## Example
+
+      {:ok, task} = TinkexNative.SamplingClient.sample(client, prompt, params, timeout: 30_000)
+      case Task.await(task, :infinity) do
+        {:ok, %TinkexNative.Types.SampleResponse{}} -> :done
+        {:error, %TinkexNative.Error{type: :timeout}} -> :too_slow
+      end
   """
   @spec sample(
           client(),
@@ -263,9 +290,17 @@ defmodule TinkexNative.SamplingClient do
   Starts one sample without a process: returns `{:ok, ref}` at once, and
   the caller later receives exactly one message
   `{:tinkex_sample, ref, {:ok, %SampleResponse{}} | {:error, %TinkexNative.Error{}}}`.
-  The path for large fan-out. If the caller dies, the sample is cancelled.
-  Takes the options of `sample/4` (`:telemetry` is off here: no other
-  message is sent).
+  The path for large fan-out. If the caller dies, the sample is cancelled;
+  `cancel/2` cancels it too. Takes the options of `sample/4`, `:timeout`
+  included (`:telemetry` is off here: no other message is sent).
+
+  ## Example
+
+      {:ok, ref} = TinkexNative.SamplingClient.sample_async(client, prompt, params, timeout: 60_000)
+      receive do
+        {:tinkex_sample, ^ref, {:ok, response}} -> response
+        {:tinkex_sample, ^ref, {:error, %TinkexNative.Error{} = e}} -> raise e
+      end
   """
   @spec sample_async(
           client(),
@@ -284,8 +319,51 @@ defmodule TinkexNative.SamplingClient do
   end
 
   @doc """
+  Cancels a sample started by `sample_async/4` (`ref` is what it
+  returned). Returns `:ok` when this call stopped it: its caller then
+  receives `{:tinkex_sample, ref, {:error, %TinkexNative.Error{type:
+  :cancelled}}}` and nothing else. Returns `{:error, :finished}` when the
+  sample had already resolved: its own message is sent, or on its way.
+  Either way the caller gets exactly one message for `ref`. Any process
+  may cancel; the message always goes to the caller of `sample_async/4`.
+
+  The stopped sample returns its permit at once and, as in `sample/4`, is
+  announced on `cancel_future` when the server's dynamic config asks for
+  it.
+
+  ## Example
+
+      {:ok, ref} = TinkexNative.SamplingClient.sample_async(client, prompt, params)
+      :ok = TinkexNative.SamplingClient.cancel(client, ref)
+      receive do
+        {:tinkex_sample, ^ref, {:error, %TinkexNative.Error{type: :cancelled}}} -> :cancelled
+      end
+  """
+  @spec cancel(client(), reference()) :: :ok | {:error, :finished | Error.t()}
+  def cancel(_client, ref) do
+    case Native.client_cancel(ref) do
+      :ok -> :ok
+      :finished -> {:error, :finished}
+    end
+  rescue
+    ArgumentError ->
+      {:error,
+       Error.validation(
+         :ref,
+         ref,
+         "a reference returned by TinkexNative.SamplingClient.sample_async/4"
+       )}
+  end
+
+  @doc """
   The prompt's logprobs (a sample of one token with prompt logprobs), as a
-  task of `{:ok, [nil | float]}`; the first entry is `nil`.
+  task of `{:ok, [nil | float]}`; the first entry is `nil`. Options:
+  `:timeout` (as in `sample/4`) and `:telemetry`.
+
+  ## Example
+
+      {:ok, task} = TinkexNative.SamplingClient.compute_logprobs(client, prompt, timeout: 30_000)
+      {:ok, [nil | _logprobs]} = Task.await(task, :infinity)
   """
   @spec compute_logprobs(client(), TinkexNative.Types.ModelInput.t(), keyword()) ::
           {:ok, Task.t()} | {:error, Error.t()}
@@ -305,10 +383,14 @@ defmodule TinkexNative.SamplingClient do
   `:in_flight`, `:processed`, `:retries`, `:available_permits`, …, see
   `TinkexNative.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
   backoff left), `:queue_state` (last reported by the server),
-  `:next_seq_id` and `:futures_waiting` (samples waiting for their
-  `retrieve_futures` completion; always 0 with per-request polling).
-  `{:error, %TinkexNative.Error{type: :client_not_running}}` for a client
-  that is not running.
+  `:next_seq_id`, `:futures_waiting` (samples waiting for their
+  `retrieve_futures` completion; always 0 with per-request polling),
+  `:dynamic_config` (the server's dynamic config in force:
+  `refresh_interval_sec`, `sample_cancel_enabled`,
+  `sample_cancel_max_batch_size`) and `:cancels` (`announced`, `sent`,
+  `failed`: request ids of abandoned samples queued for, and sent to,
+  `cancel_future`). `{:error, %TinkexNative.Error{type: :client_not_running}}`
+  for a client that is not running.
 
   ## Examples
 
@@ -418,6 +500,7 @@ defmodule TinkexNative.SamplingClient do
 
     if spec.events do
       {status, err, attempts} = result_meta(result)
+      if match?(%Error{type: :stuck}, err), do: emit_stuck(handle)
 
       Telemetry.execute(
         [:tinkex_native, :sample, :stop],
@@ -440,7 +523,24 @@ defmodule TinkexNative.SamplingClient do
       {:tinkex_event, ^ref, {:attempt_failed, measurements, native}} ->
         if events?, do: emit_attempt_failed(handle, measurements, Error.from_native(native))
         await(ref, handle, events?, attempts + 1)
+
+      {:tinkex_event, ^ref, {:backoff, measurements}} ->
+        if events? do
+          Telemetry.execute([:tinkex_native, :rate_limiter, :backoff], measurements, %{
+            session: handle.sampling_session_id
+          })
+        end
+
+        await(ref, handle, events?, attempts)
     end
+  end
+
+  defp emit_stuck(handle) do
+    Telemetry.execute(
+      [:tinkex_native, :retry_handler, :stuck],
+      %{progress_timeout_ms: handle.config.progress_timeout_ms},
+      %{handler: handle.sampling_session_id}
+    )
   end
 
   defp result_meta({{:ok, _}, attempts}), do: {:ok, nil, attempts}
@@ -468,7 +568,7 @@ defmodule TinkexNative.SamplingClient do
     Process.flag(:trap_exit, true)
     ref = make_ref()
 
-    case Native.session_open(o.base_url, o.api_key.(), @version, o.model, ref) do
+    case Native.session_open(o.base_url, o.api_key.(), @version, o.max_body_bytes, o.model, ref) do
       :ok when o.async_setup ->
         ClientTable.put(self(), :starting)
         timer = Process.send_after(self(), {:setup_timeout, ref}, o.init_timeout_ms)
@@ -529,13 +629,15 @@ defmodule TinkexNative.SamplingClient do
       base_url: o.base_url,
       api_key: o.api_key.(),
       version: @version,
+      max_body_bytes: o.max_body_bytes,
       sampling_session_id: opened.sampling_session_id,
       first_seq_id: opened.first_seq_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
       inflight_bytes: opened.flags.inflight_response_bytes_semaphore_size,
       retrieve_futures: opened.flags.sample_use_retrieve_futures,
       timings: o.timings,
-      log_to: self()
+      log_to: self(),
+      dynamic_config: opened.dynamic_config
     }
 
     case Native.client_new(native_opts, handler.resource) do
@@ -616,7 +718,17 @@ defmodule TinkexNative.SamplingClient do
   def handle_info(:heartbeat, s) do
     ref = make_ref()
     o = s.opts
-    _ = Native.session_heartbeat(o.base_url, o.api_key.(), @version, s.handle.session_id, ref)
+
+    _ =
+      Native.session_heartbeat(
+        o.base_url,
+        o.api_key.(),
+        @version,
+        o.max_body_bytes,
+        s.handle.session_id,
+        ref
+      )
+
     {:noreply, %{s | heartbeat: {:pending, ref}}}
   end
 
@@ -671,7 +783,17 @@ defmodule TinkexNative.SamplingClient do
     ms = o.finish_timeout_ms
 
     with :ok <-
-           Native.session_finish(o.base_url, o.api_key.(), @version, id, kind, detail, ms, ref) do
+           Native.session_finish(
+             o.base_url,
+             o.api_key.(),
+             @version,
+             o.max_body_bytes,
+             id,
+             kind,
+             detail,
+             ms,
+             ref
+           ) do
       receive do
         {:tinkex_finish, ^ref, {:ok, _}} ->
           :ok

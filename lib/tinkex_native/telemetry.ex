@@ -8,15 +8,16 @@ defmodule TinkexNative.Telemetry do
   also a seam of its own: a process attached with `attach_sink/1` receives
   every event as `{:tinkex_telemetry, event, measurements, metadata}`.
   Handlers run in the process that emits: the caller of
-  `TinkexNative.RetryHandler.execute/3` or `TinkexNative.SamplingClient.sample/4`'s
-  task.
+  `TinkexNative.RetryHandler.execute/3`, or the task of
+  `TinkexNative.SamplingClient.sample/4` and `compute_logprobs/3`
+  (`sample_async/4` emits nothing).
 
   | event | measurements | metadata |
   |---|---|---|
   | `[:tinkex_native, :retry_handler, :attempt_failed]` | `attempt`, `delay_ms` (`nil` when final), `elapsed_ms` | `handler`, `error`, `retry?`, `user_error?`, `severity` (`:warning` or `:error`) |
-  | `[:tinkex_native, :retry_handler, :stuck]` | `progress_timeout_ms` | `handler` |
+  | `[:tinkex_native, :retry_handler, :stuck]` | `progress_timeout_ms` | `handler` (for samples: the sampling session id); once per execution the watchdog fails |
   | `[:tinkex_native, :sample, :stop]` | `duration_ms`, `attempts` | `session`, `result` (`:ok` / `:error`), `error` |
-  | `[:tinkex_native, :rate_limiter, :backoff]` | `backoff_ms` | `session` |
+  | `[:tinkex_native, :rate_limiter, :backoff]` | `backoff_ms` (until the shared backoff in force ends) | `session`; each time a sample's 429 sets the shared backoff |
 
   ## Examples
 

@@ -149,6 +149,7 @@ defmodule TinkexNative.NifFuzzTest do
   defp valid_result?(:client_new, r), do: match?({:ok, ref} when is_reference(ref), r)
   defp valid_result?(:client_sample, r), do: is_reference(r)
   defp valid_result?(:client_stats, r), do: is_map(r) and Map.has_key?(r, :next_seq_id)
+  defp valid_result?(:client_cancel, r), do: r in [:ok, :finished]
   # A NIF added after this test was written: any value (the point is no crash).
   defp valid_result?(_name, _r), do: true
 
@@ -187,16 +188,22 @@ defmodule TinkexNative.NifFuzzTest do
           base_url: "http://127.0.0.1:1",
           api_key: "tml-fuzz",
           version: "0.0.0",
+          max_body_bytes: %{result: 1_000_000, control: 1_000},
           sampling_session_id: "fuzz",
           first_seq_id: 0,
           dispatch_bytes: 1_000_000,
           inflight_bytes: 1_000_000,
           retrieve_futures: false,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
-          log_to: nil
+          log_to: nil,
+          dynamic_config: dynamic_config()
         },
         quick.resource
       )
+
+    # A sample that fails at once (nothing listens): its job, finished,
+    # for `client_cancel/1`.
+    job = Native.client_sample(client, valid_spec())
 
     limiters = for u <- limiter_urls(), k <- keys(), do: RateLimiter.for_key(u, k).resource
 
@@ -208,7 +215,7 @@ defmodule TinkexNative.NifFuzzTest do
       client: client,
       limiters: limiters,
       leases: leases,
-      resources: [client | limiters ++ leases ++ [small.resource, unbounded.resource]],
+      resources: [client, job | limiters ++ leases ++ [small.resource, unbounded.resource]],
       dead_pid: spawn(fn -> :ok end)
     }
 
@@ -270,6 +277,18 @@ defmodule TinkexNative.NifFuzzTest do
     do: arg(ctx, fn -> pick([ctx.sim_url, "", "not a url", "ftp://x", "http://[::1"]) end)
 
   defp string(ctx), do: arg(ctx, fn -> pick(["", "tml-fuzz", "bad\nkey", "0.1.0", "é"]) end)
+
+  defp limits(ctx) do
+    arg(ctx, fn ->
+      pick([
+        %{result: 1_000_000, control: 1_000},
+        %{result: 2 ** 64 - 1, control: 1},
+        %{result: 2 ** 64, control: 1},
+        %{result: -1, control: 1},
+        %{control: 1}
+      ])
+    end)
+  end
 
   defp model(ctx) do
     arg(ctx, fn ->
@@ -335,49 +354,81 @@ defmodule TinkexNative.NifFuzzTest do
         base_url: "http://127.0.0.1:1",
         api_key: "tml-fuzz",
         version: "0.0.0",
+        max_body_bytes: %{result: 1_000_000, control: 1_000},
         sampling_session_id: "fuzz",
         first_seq_id: 0,
         dispatch_bytes: 1_000,
         inflight_bytes: 1_000,
         retrieve_futures: false,
         timings: [],
-        log_to: nil
+        log_to: nil,
+        dynamic_config: dynamic_config()
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
         api_key: ["", "bad\nkey", "é"],
         version: ["", "\n", "é"],
+        max_body_bytes: [%{result: 1, control: -1}, %{result: 1}, [result: 1, control: 1]],
         sampling_session_id: ["", "x/y"],
         first_seq_id: [2 ** 64 - 1, -1, 2 ** 64],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
         inflight_bytes: [0, 2 ** 64 - 1, -1],
         retrieve_futures: [true, nil, "yes"],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
-        log_to: [self(), ctx.dead_pid, :self]
+        log_to: [self(), ctx.dead_pid, :self],
+        dynamic_config: [
+          %{},
+          nil,
+          %{dynamic_config() | refresh_interval_sec: -1},
+          %{dynamic_config() | sample_cancel_max_batch_size: 2 ** 64}
+        ]
       }
     )
+  end
+
+  defp dynamic_config,
+    do: %{
+      refresh_interval_sec: 300,
+      sample_cancel_enabled: false,
+      sample_cancel_max_batch_size: 64
+    }
+
+  defp valid_spec do
+    %{
+      chunks: [<<1, 0, 0, 0>>],
+      num_samples: 1,
+      max_tokens: 4,
+      seed: nil,
+      stop: :none,
+      temperature: 1.0,
+      top_k: -1,
+      top_p: 1.0,
+      prompt_logprobs: false,
+      topk_prompt_logprobs: 0,
+      compute_logprobs: false,
+      tokens_as_binary: false,
+      events: false,
+      timeout_ms: nil
+    }
   end
 
   defp spec(ctx) do
     near(
       ctx,
+      valid_spec(),
       %{
-        chunks: [<<1, 0, 0, 0>>],
-        num_samples: 1,
-        max_tokens: 4,
-        seed: nil,
-        stop: :none,
-        temperature: 1.0,
-        top_k: -1,
-        top_p: 1.0,
-        prompt_logprobs: false,
-        topk_prompt_logprobs: 0,
-        compute_logprobs: false,
-        tokens_as_binary: false,
-        events: false
-      },
-      %{
-        chunks: [[<<1, 0, 0>>], [], ["", "abcd"], [<<0::1024>>]],
+        chunks: [
+          [<<1, 0, 0>>],
+          [],
+          ["", "abcd"],
+          [<<0::1024>>],
+          [{:image, Native.prompt_image("img"), :png, 3}, <<1, 0, 0, 0>>],
+          [{:image, make_ref(), :png, nil}],
+          [{:image_asset_pointer, "s3://x", :jpeg, nil}],
+          [{:image_asset_pointer, "s3://x", :gif, 1}],
+          [{:image_asset_pointer, "s3://x", :png, -1}],
+          [{:image, "raw bytes", :png}]
+        ],
         num_samples: [0, 2 ** 32 - 1, 2 ** 32],
         max_tokens: [0, 2 ** 32 - 1, 2 ** 32, -1],
         seed: [1, -(2 ** 63), 2 ** 63],
@@ -389,7 +440,8 @@ defmodule TinkexNative.NifFuzzTest do
         topk_prompt_logprobs: [5, 2 ** 32, -1],
         compute_logprobs: [true, 1],
         tokens_as_binary: [true, :yes],
-        events: [true, 0]
+        events: [true, 0],
+        timeout_ms: [0, 5, 2 ** 64 - 1, 2 ** 64, -1, :infinity]
       }
     )
   end
@@ -423,17 +475,17 @@ defmodule TinkexNative.NifFuzzTest do
   defp args_for(:lease_release, 2, c), do: [lease(c), bool(c)]
   defp args_for(:handler_record_failure, 3, c), do: [handler(c), string(c), bool(c)]
 
-  defp args_for(:session_open, 5, c),
-    do: [session_url(c), string(c), string(c), model(c), ref(c)]
+  defp args_for(:session_open, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), model(c), ref(c)]
 
-  defp args_for(:session_heartbeat, 5, c),
-    do: [session_url(c), string(c), string(c), string(c), ref(c)]
+  defp args_for(:session_heartbeat, 6, c),
+    do: [session_url(c), string(c), string(c), limits(c), string(c), ref(c)]
 
-  defp args_for(:session_finish, 8, c) do
+  defp args_for(:session_finish, 9, c) do
     reason = arg(c, fn -> pick([:success, :errored, :interrupted]) end)
     detail = arg(c, fn -> pick([nil, "", "boom", "é"]) end)
     ms = arg(c, fn -> pick([1, 50, 2 ** 64 - 1, 0]) end)
-    [session_url(c), string(c), string(c), string(c), reason, detail, ms, ref(c)]
+    [session_url(c), string(c), string(c), limits(c), string(c), reason, detail, ms, ref(c)]
   end
 
   defp args_for(:client_new, 2, c), do: [arg(c, fn -> client_opts(c) end), handler(c)]

@@ -1,50 +1,47 @@
 defmodule TinkexNative.RetryHandlerCacheTest do
-  # Not async: it counts the VM's live handlers, which other tests change.
-  use ExUnit.Case, async: false
+  # Whether the cache kept or freed a handler is read from the handler
+  # itself, not from the VM-wide live count, which handlers of other
+  # tests' lingering clients change at any moment: a handler that ran one
+  # execution says `processed: 1`; a fresh one for the same name and
+  # config says 0.
+  use ExUnit.Case, async: true
 
   import TinkexNative.Test.Wait
 
   alias TinkexNative.RetryHandler
 
-  test "a handler nobody holds is freed; one in use is kept" do
-    # Sampling clients of earlier tests may still be ending their sessions
-    # (bounded by their :finish_timeout_ms); their handlers go when they do.
-    wait_until(fn -> not Enum.any?(Process.list(), &sampling_client?/1) end, 10_000)
-    before = RetryHandler.live_count()
+  # Gets the handler for `name` in a process of its own (so no reference
+  # to it stays on this test's stack, where a compiler may keep it alive)
+  # and returns how many executions it has seen.
+  defp processed_by_handler_of(name) do
+    fn -> RetryHandler.stats(RetryHandler.get!(name, max_connections: 3)).processed end
+    |> Task.async()
+    |> Task.await()
+  end
+
+  test "a handler in use is kept; one nobody holds is freed" do
+    name = "cache-#{System.unique_integer([:positive])}"
     parent = self()
 
     holder =
       spawn(fn ->
-        h = RetryHandler.get!("cache-#{System.unique_integer([:positive])}", max_connections: 3)
-        send(parent, {:got, h.name})
-        receive do: (:stop -> :ok)
+        h = RetryHandler.get!(name, max_connections: 3)
+        {:ok, :ran} = RetryHandler.execute(h, fn -> {:ok, :ran} end)
+        send(parent, :holding)
+        # Returning `h` keeps it live until :stop.
+        receive do: (:stop -> h)
       end)
 
-    assert_receive {:got, name}
-    :erlang.garbage_collect()
-    assert RetryHandler.live_count() == before + 1
-
+    assert_receive :holding
     # Same name and config while held: the same handler, not a new one.
-    # Asked from a process of its own, so that no reference to it stays
-    # on this test's stack (where a newer compiler may keep it alive).
-    again =
-      Task.async(fn ->
-        _ = RetryHandler.get!(name, max_connections: 3)
-        RetryHandler.live_count()
-      end)
+    assert processed_by_handler_of(name) == 1
 
-    assert Task.await(again) == before + 1
     send(holder, :stop)
 
+    # Once the holder is gone, the same name and config give a new one.
     wait_until(fn ->
-      Enum.each(Process.list(), &:erlang.garbage_collect/1) && RetryHandler.live_count() == before
+      Enum.each(Process.list(), &:erlang.garbage_collect/1)
+      processed_by_handler_of(name) == 0
     end)
-  end
-
-  defp sampling_client?(pid) do
-    case Process.info(pid, :dictionary) do
-      {:dictionary, d} -> d[:"$initial_call"] == {TinkexNative.SamplingClient, :init, 1}
-      nil -> false
-    end
   end
 end

@@ -18,6 +18,7 @@ defmodule TinkexNative.SecretsTest do
   alias TinkexNative.Types.{ModelInput, SamplingParams}
 
   @key "tml-sEcReT-4f2d9c81b7e05a"
+  @limits TinkexNative.SamplingClient.Options.default_max_body_bytes()
   @wrong_key "tml-WrOnG-93a1c7e2d4f60b"
   # The parts that identify the keys (the "tml-" prefix is public).
   @secrets ["sEcReT-4f2d9c81b7e05a", "WrOnG-93a1c7e2d4f60b"]
@@ -329,7 +330,7 @@ defmodule TinkexNative.SecretsTest do
 
       # One request, no retry (a heartbeat): the raw transport error.
       ref = make_ref()
-      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
+      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", @limits, "s", ref)
       assert_receive {:tinkex_heartbeat, ^ref, {:error, %Error{type: :transport} = e}}, 10_000
       refute_secret(show(e), "a TLS error")
 
@@ -370,7 +371,7 @@ defmodule TinkexNative.SecretsTest do
 
       ref = make_ref()
       url = "https://127.0.0.1:#{port}"
-      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", "s", ref)
+      assert :ok = TinkexNative.Native.session_heartbeat(url, @key, "0.0.0", @limits, "s", ref)
 
       assert_receive {:tinkex_heartbeat, ^ref, {:error, %Error{type: :transport} = e}}, 10_000
       assert e.message =~ ~r/certificate/i

@@ -4,10 +4,13 @@
 //! with reqwest, bounded by a tokio semaphore.
 //!
 //! ```text
-//! bare_client BASE_URL API_KEY TOTAL_SAMPLES CONCURRENCY [MAX_TOKENS]
+//! bare_client BASE_URL API_KEY AMOUNT CONCURRENCY [MAX_TOKENS]
 //! ```
 //!
+//! `AMOUNT` is a number of samples (`20000`) or a duration (`10s`, `2.5s`):
+//! keep submitting until it has passed, then wait for the outstanding ones.
 //! Creates a session and a sampling session first (as every client does),
+//! runs `CONCURRENCY` untimed warm-up samples (to open the connections),
 //! then prints one JSON line: `{"client":"bare_rust","samples":N,
 //! "concurrency":C,"seconds":S,"samples_per_s":R,"errors":E,"requests":Q}`.
 //! Any failed sample counts as an error (nothing is retried); the run
@@ -52,10 +55,17 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// How long a run lasts: a number of samples, or a time to keep submitting.
+#[derive(Clone, Copy)]
+enum Amount {
+    Samples(u64),
+    Duration(Duration),
+}
+
 struct Args {
     base: String,
     api_key: String,
-    total: u64,
+    amount: Amount,
     concurrency: usize,
     max_tokens: u32,
 }
@@ -64,7 +74,9 @@ fn parse_args() -> Result<Args, String> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 4 || a.len() > 5 {
         return Err(
-            "usage: bare_client BASE_URL API_KEY TOTAL_SAMPLES CONCURRENCY [MAX_TOKENS]".into(),
+            "usage: bare_client BASE_URL API_KEY AMOUNT CONCURRENCY [MAX_TOKENS] \
+             (AMOUNT: samples, e.g. 20000, or seconds, e.g. 10s)"
+                .into(),
         );
     }
     let num = |i: usize, name: &str| -> Result<u64, String> {
@@ -78,7 +90,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         base: a[0].trim_end_matches('/').to_string(),
         api_key: a[1].clone(),
-        total: num(2, "TOTAL_SAMPLES")?,
+        amount: parse_amount(&a[2])?,
         concurrency,
         max_tokens: if a.len() == 5 {
             num(4, "MAX_TOKENS")? as u32
@@ -88,6 +100,20 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    let bad = || format!("AMOUNT: expected a sample count (20000) or seconds (10s), got {s:?}");
+    match s.strip_suffix('s') {
+        Some(secs) => {
+            let secs: f64 = secs.parse().map_err(|_| bad())?;
+            if !(secs > 0.0 && secs.is_finite()) {
+                return Err(bad());
+            }
+            Ok(Amount::Duration(Duration::from_secs_f64(secs)))
+        }
+        None => s.parse().map(Amount::Samples).map_err(|_| bad()),
+    }
+}
+
 struct Ctx {
     http: reqwest::Client,
     base: String,
@@ -95,6 +121,8 @@ struct Ctx {
     ssid: String,
     max_tokens: u32,
     requests: AtomicU64,
+    /// seq_ids are unique per sampling session, warm-up included.
+    next_seq_id: AtomicU64,
 }
 
 impl Ctx {
@@ -187,6 +215,67 @@ impl Ctx {
     }
 }
 
+/// Samples that succeeded and failed in one [`drive`].
+struct Outcome {
+    done: u64,
+    errors: u64,
+}
+
+/// Runs samples keeping `concurrency` outstanding until `amount` is used up,
+/// then waits for every outstanding one.
+async fn drive(ctx: &Arc<Ctx>, amount: Amount, concurrency: usize) -> Result<Outcome, String> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut submitted = 0u64;
+    loop {
+        let more = match amount {
+            Amount::Samples(n) => submitted < n,
+            Amount::Duration(d) => started.elapsed() < d,
+        };
+        if !more {
+            break;
+        }
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The permit may have taken a while: a run by time must not start
+        // a sample after its end.
+        if let Amount::Duration(d) = amount {
+            if started.elapsed() >= d {
+                break;
+            }
+        }
+        let seq_id = ctx.next_seq_id.fetch_add(1, Ordering::Relaxed);
+        let (ctx, done, errors) = (ctx.clone(), done.clone(), errors.clone());
+        tokio::spawn(async move {
+            match ctx.sample(seq_id).await {
+                Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("bare_client: {e}");
+                    }
+                    0
+                }
+            };
+            drop(permit);
+        });
+        submitted += 1;
+    }
+    // Every permit back means every sample has finished.
+    let _all = sem
+        .acquire_many(concurrency as u32)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Outcome {
+        done: done.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -201,6 +290,7 @@ async fn run(args: Args) -> Result<(), String> {
         ssid: String::new(),
         max_tokens: args.max_tokens,
         requests: AtomicU64::new(0),
+        next_seq_id: AtomicU64::new(0),
     };
     let session = ctx
         .post_json(
@@ -224,43 +314,32 @@ async fn run(args: Args) -> Result<(), String> {
         .as_str()
         .ok_or("create_sampling_session: no sampling_session_id")?
         .to_string();
-    ctx.requests.store(0, Ordering::Relaxed);
 
     let ctx = Arc::new(ctx);
-    let sem = Arc::new(Semaphore::new(args.concurrency));
-    let errors = Arc::new(AtomicU64::new(0));
+    let warm_up = drive(
+        &ctx,
+        Amount::Samples(args.concurrency as u64),
+        args.concurrency,
+    )
+    .await?;
+    if warm_up.errors > 0 {
+        return Err(format!(
+            "warm-up: {} of {} samples failed",
+            warm_up.errors, args.concurrency
+        ));
+    }
+    ctx.requests.store(0, Ordering::Relaxed);
     let sim_pid = std::env::var("SIM_PID").ok();
     let cpu0 = (
         cpu_seconds("self"),
         sim_pid.as_deref().and_then(cpu_seconds),
     );
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.total as usize);
-    for seq_id in 0..args.total {
-        let permit = sem
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
-        let (ctx, errors) = (ctx.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = ctx.sample(seq_id).await {
-                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                    eprintln!("bare_client: {e}");
-                }
-            }
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())?;
-    }
+    let Outcome { done, errors } = drive(&ctx, args.amount, args.concurrency).await?;
     let seconds = started.elapsed().as_secs_f64();
     let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
     let client_cpu_s = delta(cpu0.0, cpu_seconds("self"));
     let sim_cpu_s = delta(cpu0.1, sim_pid.as_deref().and_then(cpu_seconds));
-    let errors = errors.load(Ordering::Relaxed);
-    let done = args.total - errors;
     println!(
         "{}",
         json!({

@@ -13,6 +13,7 @@ defmodule TinkexNative.SamplingClient.Options do
     :base_model,
     :model_path,
     :retry_config,
+    :max_body_bytes,
     :name,
     :allow_insecure,
     :timings,
@@ -41,11 +42,19 @@ defmodule TinkexNative.SamplingClient.Options do
     :dispatch_recent_window,
     :futures_poll_timeout,
     :futures_ack_timeout,
-    :futures_retry
+    :futures_retry,
+    :cancel_timeout,
+    :min_config_refresh,
+    :probe_timeout
   ]
+
+  # Largest answer bodies read, per kind of answer (see max_body_bytes/1).
+  @max_body_bytes %{result: 256 * 1024 * 1024, control: 1024 * 1024}
+  @u64 18_446_744_073_709_551_615
 
   def production_url, do: @production
   def timing_keys, do: @timings
+  def default_max_body_bytes, do: @max_body_bytes
 
   @doc false
   def validate(opts) when is_list(opts) do
@@ -55,6 +64,7 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, api_key} <- api_key(opts),
          {:ok, model} <- model(opts),
          {:ok, retry_config} <- retry_config(opts[:retry_config]),
+         {:ok, max_body_bytes} <- max_body_bytes(Keyword.get(opts, :max_body_bytes, [])),
          {:ok, timings} <- timings(Keyword.get(opts, :timings, [])),
          {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
          {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000, 86_400_000),
@@ -68,6 +78,7 @@ defmodule TinkexNative.SamplingClient.Options do
          api_key: api_key,
          model: model,
          retry_config: retry_config,
+         max_body_bytes: max_body_bytes,
          timings: timings,
          heartbeat_interval_ms: heartbeat,
          init_timeout_ms: init_timeout,
@@ -199,6 +210,33 @@ defmodule TinkexNative.SamplingClient.Options do
       {:error, %ArgumentError{message: m}} -> error("invalid :retry_config: " <> m)
     end
   end
+
+  # `[result: bytes, control: bytes]`, either key optional: answers of
+  # retrieve_future(s) are read up to `result`, every other answer up to
+  # `control`; a bigger success fails instead of being read into memory.
+  defp max_body_bytes(limits) when is_list(limits) do
+    Enum.reduce_while(limits, {:ok, @max_body_bytes}, fn
+      {k, n}, {:ok, acc}
+      when k in [:result, :control] and is_integer(n) and n > 0 and n <= @u64 ->
+        {:cont, {:ok, Map.put(acc, k, n)}}
+
+      {k, n}, _ when k in [:result, :control] ->
+        {:halt, invalid({:max_body_bytes, k}, n, "a positive integer (bytes)")}
+
+      {k, _}, _ when is_atom(k) ->
+        {:halt,
+         {:error,
+          ArgumentError.exception(
+            "invalid :max_body_bytes: " <> RetryConfig.unknown_key_message(k, [:result, :control])
+          )}}
+
+      other, _ ->
+        {:halt, invalid(:max_body_bytes, other, "a keyword list with :result and :control")}
+    end)
+  end
+
+  defp max_body_bytes(other),
+    do: invalid(:max_body_bytes, other, "a keyword list with :result and :control (bytes)")
 
   defp timings(t) when is_list(t) do
     Enum.reduce_while(t, {:ok, []}, fn

@@ -11,8 +11,13 @@ defmodule TinkexNative.SamplingClient.Request do
     :include_prompt_logprobs,
     :topk_prompt_logprobs,
     :tokens,
-    :telemetry
+    :telemetry,
+    :timeout
   ]
+
+  # Deadlines beyond this many ms cannot be represented natively; they
+  # are as good as none.
+  @max_timeout 0xFFFF_FFFF_FFFF_FFFF
 
   def sample_spec(prompt, params, opts, defaults) do
     with :ok <- check_opts(opts, @sample_opts),
@@ -23,7 +28,8 @@ defmodule TinkexNative.SamplingClient.Request do
          {:ok, topk} <-
            int_opt(opts, :topk_prompt_logprobs, 0, 0..1_000_000, "a non-negative integer"),
          {:ok, tokens} <- tokens_opt(opts, defaults.tokens),
-         {:ok, telemetry} <- bool_opt(opts, :telemetry, true) do
+         {:ok, telemetry} <- bool_opt(opts, :telemetry, true),
+         {:ok, timeout} <- timeout_opt(opts) do
       {:ok,
        %{
          chunks: chunks,
@@ -38,13 +44,14 @@ defmodule TinkexNative.SamplingClient.Request do
          topk_prompt_logprobs: topk,
          compute_logprobs: false,
          tokens_as_binary: tokens == :binary,
-         events: telemetry
+         events: telemetry,
+         timeout_ms: timeout
        }}
     end
   end
 
   def logprobs_spec(prompt, opts, defaults) do
-    with :ok <- check_opts(opts, [:telemetry]),
+    with :ok <- check_opts(opts, [:telemetry, :timeout]),
          {:ok, spec} <-
            sample_spec(
              prompt,
@@ -91,6 +98,23 @@ defmodule TinkexNative.SamplingClient.Request do
     case Keyword.get(opts, key, default) do
       v when is_boolean(v) -> {:ok, v}
       v -> {:error, Error.validation(key, v, "a boolean")}
+    end
+  end
+
+  defp timeout_opt(opts) do
+    case Keyword.get(opts, :timeout, :infinity) do
+      :infinity ->
+        {:ok, nil}
+
+      ms when is_integer(ms) and ms > @max_timeout ->
+        {:ok, nil}
+
+      ms when is_integer(ms) and ms >= 0 ->
+        {:ok, ms}
+
+      v ->
+        {:error,
+         Error.validation(:timeout, v, "a non-negative integer (milliseconds) or :infinity")}
     end
   end
 

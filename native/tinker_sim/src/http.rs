@@ -1,7 +1,8 @@
 //! Answers: what a handler returns, and how it becomes an HTTP response.
 
+use crate::padded::{Padded, SimBody};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -26,6 +27,9 @@ pub struct Reply {
     pub outcome: &'static str,
     /// Close the connection instead of answering.
     pub drop: bool,
+    /// Instead of `body`: a generated body of this many bytes, sent
+    /// chunked when the flag is set (see [`crate::padded`]).
+    pub padded: Option<(u64, bool)>,
 }
 
 impl Reply {
@@ -38,6 +42,7 @@ impl Reply {
             body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
             outcome,
             drop: false,
+            padded: None,
         }
     }
 
@@ -70,6 +75,7 @@ impl Reply {
             body: Bytes::from(body),
             outcome,
             drop: false,
+            padded: None,
         }
     }
 
@@ -87,6 +93,7 @@ impl Reply {
             body,
             outcome,
             drop: false,
+            padded: None,
         }
     }
 
@@ -99,6 +106,7 @@ impl Reply {
             body: Bytes::new(),
             outcome: "drop",
             drop: true,
+            padded: None,
         }
     }
 
@@ -108,9 +116,21 @@ impl Reply {
         self
     }
 
+    /// A generated JSON body of `bytes` bytes (chunked: without
+    /// `content-length`).
+    pub fn padded(status: u16, bytes: u64, chunked: bool, outcome: &'static str) -> Reply {
+        let mut r = Reply::raw(status, Bytes::new(), Some(JSON), outcome);
+        r.padded = Some((bytes, chunked));
+        r
+    }
+
     /// The HTTP response.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(self.body));
+    pub fn into_response(self) -> Response<SimBody> {
+        let body = match self.padded {
+            Some((bytes, chunked)) => Either::Right(Padded::new(bytes, chunked)),
+            None => Either::Left(Full::new(self.body)),
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();

@@ -1,7 +1,7 @@
 //! `tinker_sim`: a local HTTP simulator of the Tinker sampling API with
 //! scripted faults.
 //!
-//! It speaks the protocol of `PROTOCOL.md` (session set-up, `asample`,
+//! It speaks the protocol of `docs/protocol.md` (session set-up, `asample`,
 //! long-polled `retrieve_future`, the `retrieve_futures` session poll,
 //! protobuf or JSON results) closely enough that the official Python SDK
 //! (`tinker==0.38.0`) samples against it; `test/conformance/run` proves it.
@@ -28,8 +28,10 @@ pub mod encode;
 pub mod endpoint;
 pub mod future;
 pub mod http;
+pub mod image;
 pub mod log;
 pub mod matcher;
+pub mod padded;
 pub mod proto;
 pub mod queue;
 pub mod request;

@@ -2,7 +2,7 @@
 //! with `prost` derives (no `protoc`, no `build.rs`).
 //!
 //! Field numbers follow the official SDK's `tinker/proto/tinker_public_pb2.py`
-//! (0.38.0); `PROTOCOL.md` lists them. Arrays travel as little-endian `bytes`.
+//! (0.38.0); `docs/protocol.md` lists them. Arrays travel as little-endian `bytes`.
 //! The conformance script (`test/conformance/run`) checks that the SDK's own
 //! generated module re-serialises what this module writes byte for byte.
 

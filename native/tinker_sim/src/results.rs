@@ -15,7 +15,8 @@
 //! K = utf8(sampling_session_id) ++ [0x00] ++ i64le(seq_id)
 //!     ++ for each prompt chunk in order:
 //!          encoded_text: i32le(token) for each token (chunk boundaries do not matter)
-//!          other types:  [0xFE] ++ compact JSON of the chunk, keys sorted ++ [0x00]
+//!          other types (images included):
+//!                        [0xFE] ++ compact JSON of the chunk, keys sorted ++ [0x00]
 //!     ++ [0xFF]
 //!     ++ i64le(max_tokens, 16 when absent) ++ u64le(bits of temperature as f64, default 1.0)
 //!     ++ i64le(top_k, default -1) ++ u64le(bits of top_p as f64, default 1.0)
@@ -63,7 +64,8 @@ const ALT_SALT: u64 = 0x61_6c74;
 pub struct ResultKey {
     /// `fnv1a64(K)`, see the module docs.
     pub hash: u64,
-    /// Number of prompt tokens (text chunks only).
+    /// Number of prompt positions: text tokens plus each image's
+    /// `expected_tokens`.
     pub prompt_len: u32,
     /// Sequences to produce.
     pub num_samples: u32,

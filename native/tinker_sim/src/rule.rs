@@ -87,6 +87,14 @@ pub enum ReplyBody {
     Raw(String),
     /// No body at all (`content-length: 0`).
     Empty,
+    /// A JSON body of exactly `bytes` bytes, generated as it is sent (see
+    /// [`crate::padded`]), with or without a `content-length`.
+    Padded {
+        /// Its size.
+        bytes: u64,
+        /// Sent chunked, without `content-length`.
+        chunked: bool,
+    },
 }
 
 /// What a call rule does with a matching request.
@@ -199,6 +207,9 @@ struct RawAction {
     body_raw: Option<String>,
     #[serde(default)]
     empty_body: bool,
+    body_bytes: Option<u64>,
+    #[serde(default)]
+    chunked: bool,
     queue_state: Option<String>,
     queue_state_reason: Option<String>,
     #[serde(default)]
@@ -284,6 +295,8 @@ fn future_action(a: RawAction) -> Result<Fate, String> {
         ("body", a.body.is_some()),
         ("body_raw", a.body_raw.is_some()),
         ("empty_body", a.empty_body),
+        ("body_bytes", a.body_bytes.is_some()),
+        ("chunked", a.chunked),
         ("queue_state", a.queue_state.is_some()),
         ("queue_state_reason", a.queue_state_reason.is_some()),
         ("drop", a.drop),
@@ -341,6 +354,8 @@ fn call_action(a: RawAction, is_poll: bool) -> Result<CallAction, String> {
         ("body", a.body.is_some()),
         ("body_raw", a.body_raw.is_some()),
         ("empty_body", a.empty_body),
+        ("body_bytes", a.body_bytes.is_some()),
+        ("chunked", a.chunked),
         ("queue_state", a.queue_state.is_some()),
         ("queue_state_reason", a.queue_state_reason.is_some()),
     ];
@@ -359,14 +374,32 @@ fn call_action(a: RawAction, is_poll: bool) -> Result<CallAction, String> {
         if !(100..=999).contains(&status) {
             return Err(format!("action.status: {status} is not an HTTP status"));
         }
-        let set = [a.body.is_some(), a.body_raw.is_some(), a.empty_body];
+        let set = [
+            a.body.is_some(),
+            a.body_raw.is_some(),
+            a.empty_body,
+            a.body_bytes.is_some(),
+        ];
         if set.iter().filter(|s| **s).count() > 1 {
-            return Err("action: choose one of body, body_raw, empty_body".into());
+            return Err("action: choose one of body, body_raw, empty_body, body_bytes".into());
         }
-        let body = match (a.body, a.body_raw, a.empty_body) {
-            (Some(v), _, _) => ReplyBody::Json(v),
-            (_, Some(s), _) => ReplyBody::Raw(s),
-            (_, _, true) => ReplyBody::Empty,
+        if a.chunked && a.body_bytes.is_none() {
+            return Err("action.chunked: needs action.body_bytes".into());
+        }
+        let body = match (a.body, a.body_raw, a.empty_body, a.body_bytes) {
+            (Some(v), _, _, _) => ReplyBody::Json(v),
+            (_, Some(s), _, _) => ReplyBody::Raw(s),
+            (_, _, true, _) => ReplyBody::Empty,
+            (_, _, _, Some(bytes)) if bytes < crate::padded::MIN_BYTES => {
+                return Err(format!(
+                    "action.body_bytes: must be at least {}, got {bytes}",
+                    crate::padded::MIN_BYTES
+                ))
+            }
+            (_, _, _, Some(bytes)) => ReplyBody::Padded {
+                bytes,
+                chunked: a.chunked,
+            },
             _ => ReplyBody::Default,
         };
         return Ok(CallAction::Respond {

@@ -61,7 +61,16 @@ impl SamplingParams {
 pub enum PromptChunk {
     /// `{"type":"encoded_text","tokens":[...]}`.
     Tokens(Vec<i32>),
-    /// Any other chunk type, kept as its JSON value.
+    /// `{"type":"image",...}` or `{"type":"image_asset_pointer",...}`,
+    /// validated (see [`crate::image`]), kept as its JSON value.
+    Image {
+        /// The chunk as sent.
+        json: Value,
+        /// Prompt positions it takes: its `expected_tokens`, 0 when absent
+        /// (the simulator does not decode images to count them).
+        tokens: u32,
+    },
+    /// Any other chunk type, kept as its JSON value; it takes no positions.
     Other(Value),
 }
 
@@ -112,7 +121,7 @@ impl SampleSpec {
         }
     }
 
-    /// Parses an asample body (see `PROTOCOL.md`), naming the first bad field.
+    /// Parses an asample body (see `docs/protocol.md`), naming the first bad field.
     pub fn from_json(body: Option<&Value>) -> Result<Self, FieldError> {
         let f = Fields::of(body)?;
         if let Some(t) = f.opt_string("type")? {
@@ -208,7 +217,7 @@ impl SampleSpec {
                         k.extend_from_slice(&t.to_le_bytes());
                     }
                 }
-                PromptChunk::Other(v) => {
+                PromptChunk::Image { json: v, .. } | PromptChunk::Other(v) => {
                     k.push(0xFE);
                     k.extend_from_slice(v.to_string().as_bytes());
                     k.push(0);
@@ -225,12 +234,14 @@ impl SampleSpec {
         k
     }
 
-    /// Number of text tokens in the prompt.
+    /// Number of prompt positions: text tokens plus each image's
+    /// `expected_tokens`.
     pub fn prompt_len(&self) -> usize {
         self.prompt
             .iter()
             .map(|c| match c {
                 PromptChunk::Tokens(t) => t.len(),
+                PromptChunk::Image { tokens, .. } => *tokens as usize,
                 PromptChunk::Other(_) => 0,
             })
             .sum()
@@ -274,8 +285,16 @@ fn parse_prompt(prompt: &Fields<'_>) -> Result<Vec<PromptChunk>, FieldError> {
                     return Err(FieldError::new(&format!("{name}.type"), "must be a string"))
                 }
             };
-            if ty != "encoded_text" {
-                return Ok(PromptChunk::Other(chunk.clone()));
+            match ty {
+                "encoded_text" => {}
+                "image" | "image_asset_pointer" => {
+                    let tokens = crate::image::check(obj, ty, &name)?;
+                    return Ok(PromptChunk::Image {
+                        json: chunk.clone(),
+                        tokens,
+                    });
+                }
+                _ => return Ok(PromptChunk::Other(chunk.clone())),
             }
             let tokens = match obj.get("tokens") {
                 Some(Value::Array(items)) => items,
@@ -317,6 +336,31 @@ pub(crate) mod tests {
                "prompt":{"chunks":[{"type":"encoded_text","tokens":[1,2]},{"type":"encoded_text","tokens":[3]}]},
                "sampling_params":{"max_tokens":5,"temperature":1.0,"top_k":-1,"top_p":1.0},
                "prompt_logprobs":true,"topk_prompt_logprobs":0})
+    }
+
+    #[test]
+    fn images_take_their_expected_tokens() {
+        let mut b = body(0);
+        b["prompt"]["chunks"] = json!([
+            {"type":"encoded_text","tokens":[1,2]},
+            {"type":"image","data":"iVBORw==","format":"png","expected_tokens":3},
+            {"type":"image_asset_pointer","location":"s3://b/c.jpg","format":"jpeg"},
+            {"type":"encoded_text","tokens":[3]}]);
+        let spec = SampleSpec::from_json(Some(&b)).unwrap();
+        assert_eq!(spec.prompt_len(), 6);
+        let lp = spec.expected().prompt_logprobs.unwrap();
+        assert_eq!(lp.len(), 6);
+        // The image's bytes are part of the result's key.
+        let mut other = b.clone();
+        other["prompt"]["chunks"][1]["data"] = json!("iVBORx==");
+        let other = SampleSpec::from_json(Some(&other)).unwrap();
+        assert_ne!(spec.key().hash, other.key().hash);
+        b["prompt"]["chunks"][1]["format"] = json!("gif");
+        let e = SampleSpec::from_json(Some(&b)).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.status),
+            ("prompt.chunks[1].format", 422)
+        );
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub struct Error {
     pub request_id: Option<String>,
     /// Whether the retry handler may start a new attempt.
     pub retryable: bool,
+    /// The layer that saw the error ruled out a new attempt, whatever the
+    /// retry rule says of its kind and status (a poll the SDK fails for
+    /// good: its status is the poll's, not a submit's). `retryable` is
+    /// then `false`, and the handler keeps it so.
+    pub fatal: bool,
 }
 
 impl Error {
@@ -111,6 +116,7 @@ impl Error {
             message: message.into(),
             request_id: None,
             retryable: false,
+            fatal: false,
         };
         e.retryable = crate::classify::default_retryable(&e);
         e
@@ -129,6 +135,19 @@ impl Error {
         let mut e = Error::new(ErrorKind::RequestFailed, message);
         e.category = Some(category);
         e
+    }
+
+    /// Rules out any new attempt for this error (see [`Error::fatal`]).
+    ///
+    /// ```
+    /// use tinkex_core::error::Error;
+    /// let e = Error::http(409, "conflict while polling").into_fatal();
+    /// assert!(e.fatal && !e.retryable);
+    /// ```
+    pub fn into_fatal(mut self) -> Error {
+        self.retryable = false;
+        self.fatal = true;
+        self
     }
 
     /// Sets the request id.

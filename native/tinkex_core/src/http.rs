@@ -26,7 +26,7 @@ pub mod pool;
 mod reply;
 
 pub use pool::{CONNECT_TIMEOUT, MAX_CLIENTS, REQUESTS_PER_CLIENT};
-pub use reply::Reply;
+pub use reply::{BodyClass, BodyLimits, Reply};
 
 /// Timeout of a request that sets none (the SDK's default 60 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,7 +121,9 @@ fn retry_count_value(n: u32) -> HeaderValue {
     }
 }
 
+#[derive(Clone)]
 struct Inner {
+    limits: BodyLimits,
     clients: Arc<pool::ClientSet>,
     /// Builds requests; any client of the set can (they are sent on a
     /// leased one).
@@ -179,6 +181,7 @@ impl Endpoint {
             HeaderValue::from_str(sdk_version).map_err(|_| invalid("invalid sdk_version"))?;
         let clients = pool::ClientSet::for_base_url(base)?;
         Ok(Endpoint(Arc::new(Inner {
+            limits: BodyLimits::default(),
             builder: clients.builder(),
             clients,
             base_url: base.into(),
@@ -190,6 +193,27 @@ impl Endpoint {
             asample_url,
             retrieve_future_url,
         })))
+    }
+
+    /// The same endpoint reading answers up to `limits` (the default is
+    /// [`BodyLimits::default`]). The connection pool stays shared.
+    ///
+    /// ```
+    /// use tinkex_core::http::{BodyLimits, Endpoint};
+    /// let ep = Endpoint::new("http://127.0.0.1:1", "tml-k").unwrap();
+    /// assert_eq!(ep.body_limits().control, 1 << 20);
+    /// let ep = ep.with_body_limits(BodyLimits { result: 4096, control: 512 });
+    /// assert_eq!(ep.body_limits().result, 4096);
+    /// ```
+    pub fn with_body_limits(&self, limits: BodyLimits) -> Endpoint {
+        let mut inner = Inner::clone(&self.0);
+        inner.limits = limits;
+        Endpoint(Arc::new(inner))
+    }
+
+    /// The largest answer bodies this endpoint reads.
+    pub fn body_limits(&self) -> BodyLimits {
+        self.0.limits
     }
 
     /// The base URL, without a trailing `/`.
@@ -272,24 +296,23 @@ impl Endpoint {
     }
 
     /// Sends a request and reads the whole answer, whatever its status.
-    /// Fails only when no complete answer arrived (kind `Transport` or
-    /// `Timeout`).
+    /// Fails when no complete answer arrived (kind `Transport` or
+    /// `Timeout`), and when a success's body is over the limit of its
+    /// [`BodyClass`] (kind `Decode`, never read into memory; see
+    /// [`BodyLimits`]).
     pub async fn send(&self, rb: RequestBuilder) -> Result<Reply, Error> {
         let req = rb
             .build()
             .map_err(|e| Error::new(ErrorKind::Internal, format!("building a request: {e}")))?;
+        let class = BodyClass::of(req.url());
+        let limit = self.0.limits.of(class);
+        let path = req.url().path().to_owned();
         // Held until the body is read: the stream counts until then.
         let lease = self.0.clients.lease()?;
-        let mut resp = lease.client().execute(req).await.map_err(transport_error)?;
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        let body = resp.bytes().await.map_err(transport_error)?;
+        let resp = lease.client().execute(req).await.map_err(transport_error)?;
+        let reply = reply::read(resp, limit, class, &path).await;
         drop(lease);
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        reply
     }
 }
 

@@ -19,8 +19,9 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -31,49 +32,41 @@ use tokio::time::Instant;
 pub const HANDOVER: Duration = Duration::from_millis(3);
 
 /// Sleeps until `deadline`: tokio's timer for the bulk of the wait, the
-/// precise timer thread for the last few milliseconds.
+/// precise timer thread for the last few milliseconds. Never returns
+/// early: if the timer thread is gone, tokio's timer finishes the wait.
 pub async fn sleep_until(deadline: Instant) {
-    if let Some(coarse) = deadline.checked_sub(HANDOVER) {
-        if coarse > Instant::now() {
-            tokio::time::sleep_until(coarse).await;
-        }
-    }
-    if deadline <= Instant::now() {
-        return;
-    }
-    // What is left, measured on tokio's clock and scheduled on the real
-    // one: the same thing, unless a test paused tokio's clock.
-    let left = deadline.saturating_duration_since(Instant::now());
-    let (tx, rx) = oneshot::channel();
-    call_at(
-        std::time::Instant::now() + left,
-        Box::new(move || {
-            let _ = tx.send(());
-        }),
-    );
-    // The timer thread never drops a sender before firing it; an error can
-    // only mean it is gone, and then waking now is the safe answer.
-    let _ = rx.await;
-    if Instant::now() < deadline {
-        // Only a paused clock gets here: let tokio's timer advance it.
-        tokio::time::sleep_until(deadline).await;
-    }
+    global().sleep_until(deadline).await
 }
 
 /// Work for the timer thread: it must be short (it delays every later
-/// deadline) and must not block.
+/// deadline) and must not block. A callback that panics is dropped there;
+/// the thread and every other callback carry on.
 pub type Callback = Box<dyn FnOnce() + Send>;
 
 /// Runs `f` on the timer thread at `at` (at once if `at` has passed), with
 /// the same sub-millisecond accuracy as [`sleep_until`] and no hop through
 /// a tokio worker: for a wake-up that leaves the process as a message.
+///
+/// If the timer thread ends before `at` (it cannot in practice: it runs
+/// every callback under `catch_unwind`), `f` is dropped unrun, which its
+/// owner notices (e.g. a dropped channel sender); the next call starts a
+/// new thread.
 pub fn call_at(at: std::time::Instant, f: Callback) {
-    timer().schedule(at, f)
+    global().call_at(at, f)
+}
+
+/// Callbacks handed to the timer thread so far (a test's measure of how
+/// many timer registrations a wait made).
+#[doc(hidden)]
+pub fn registrations() -> u64 {
+    global().lock().registrations
 }
 
 type Entry = Reverse<(std::time::Instant, u64)>;
 
-struct Timer {
+/// The timer: a heap of deadlines served by one thread, started on first
+/// use and again after it ended.
+pub(crate) struct Timer {
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -81,26 +74,22 @@ struct Timer {
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Entry>,
-    due: std::collections::HashMap<u64, Callback>,
+    due: HashMap<u64, Callback>,
     next_id: u64,
+    /// A thread serves this timer.
+    running: bool,
+    /// Threads started so far.
+    starts: u64,
+    /// Callbacks scheduled so far.
+    registrations: u64,
+    /// Test-only: the thread is to die at its next turn.
+    #[cfg(test)]
+    die: bool,
 }
 
-fn timer() -> &'static Timer {
-    static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-    TIMER.get_or_init(|| {
-        let t: &'static Timer = Box::leak(Box::new(Timer {
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("tinkex-timer".into())
-            .spawn(move || {
-                raise_priority();
-                t.run()
-            })
-            .expect("tinkex: cannot start the timer thread");
-        t
-    })
+pub(crate) fn global() -> &'static Timer {
+    static TIMER: OnceLock<Timer> = OnceLock::new();
+    TIMER.get_or_init(Timer::new)
 }
 
 /// Asks Linux to run the timer thread in the real-time FIFO class (lowest
@@ -108,6 +97,7 @@ fn timer() -> &'static Timer {
 /// busy machine the ordinary scheduler may leave it waiting for a CPU for
 /// milliseconds after its deadline. Without the privilege (not root, no
 /// `CAP_SYS_NICE`) the call fails and the thread keeps its normal class.
+/// Elsewhere the thread keeps the normal class.
 fn raise_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread with a valid, fully
@@ -119,27 +109,102 @@ fn raise_priority() {
 }
 
 impl Timer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn new() -> Timer {
+        Timer {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn schedule(&self, at: std::time::Instant, f: Callback) {
+    pub(crate) async fn sleep_until(&'static self, deadline: Instant) {
+        if let Some(coarse) = deadline.checked_sub(HANDOVER) {
+            if coarse > Instant::now() {
+                tokio::time::sleep_until(coarse).await;
+            }
+        }
+        if deadline <= Instant::now() {
+            return;
+        }
+        // What is left, measured on tokio's clock and scheduled on the real
+        // one: the same thing, unless a test paused tokio's clock.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (tx, rx) = oneshot::channel();
+        self.call_at(
+            std::time::Instant::now() + left,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
+        // An error means the timer dropped the sender unfired: its thread
+        // ended. tokio's timer then finishes the wait below.
+        let _ = rx.await;
+        if Instant::now() < deadline {
+            // A paused clock, or a timer thread that ended.
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    pub(crate) fn call_at(&'static self, at: std::time::Instant, f: Callback) {
         let mut s = self.lock();
         let id = s.next_id;
         s.next_id += 1;
+        s.registrations += 1;
         let earliest = s.heap.peek().map(|Reverse((t, _))| *t);
         s.heap.push(Reverse((at, id)));
         s.due.insert(id, f);
+        let start = !s.running;
+        if start {
+            s.running = true;
+            s.starts += 1;
+        }
         drop(s);
-        if earliest.is_none_or(|e| at < e) {
+        if start {
+            self.start_thread();
+        } else if earliest.is_none_or(|e| at < e) {
             self.wake.notify_one();
         }
+    }
+
+    fn start_thread(&'static self) {
+        let spawned = std::thread::Builder::new()
+            .name("tinkex-timer".into())
+            .spawn(move || {
+                raise_priority();
+                // `run` only ever ends by a panic.
+                let _ = catch_unwind(AssertUnwindSafe(|| self.run()));
+                self.ended();
+            });
+        if spawned.is_err() {
+            self.ended();
+        }
+    }
+
+    /// The thread is gone (or could not start): every pending callback is
+    /// dropped unrun, so each waiter learns it at once and finishes its
+    /// wait some other way; the next [`Timer::call_at`] starts a thread.
+    fn ended(&self) {
+        let pending = {
+            let mut s = self.lock();
+            s.running = false;
+            s.heap.clear();
+            std::mem::take(&mut s.due)
+        };
+        // A callback's destructor must not take this thread down with it.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(pending)));
     }
 
     fn run(&self) {
         let mut s = self.lock();
         let mut fire = Vec::new();
         loop {
+            #[cfg(test)]
+            if std::mem::take(&mut s.die) {
+                panic!("timer thread killed by a test");
+            }
             let now = std::time::Instant::now();
             while let Some(&Reverse((at, id))) = s.heap.peek() {
                 if at > now {
@@ -153,7 +218,9 @@ impl Timer {
                 // schedule again.
                 drop(s);
                 for f in fire.drain(..) {
-                    f();
+                    // A panicking callback is a bug of its own; the
+                    // others still fire on time.
+                    let _ = catch_unwind(AssertUnwindSafe(f));
                 }
                 s = self.lock();
                 continue;
@@ -170,30 +237,126 @@ impl Timer {
             };
         }
     }
+
+    /// Test-only: makes the thread die (panic) at its next turn.
+    #[cfg(test)]
+    pub(crate) fn kill(&self) {
+        self.lock().die = true;
+        self.wake.notify_one();
+    }
+
+    /// Test-only: whether a thread serves the timer, and how many started.
+    #[cfg(test)]
+    pub(crate) fn threads(&self) -> (bool, u64) {
+        let s = self.lock();
+        (s.running, s.starts)
+    }
+
+    /// A timer of its own, for a test that kills its thread.
+    #[cfg(test)]
+    pub(crate) fn leaked() -> &'static Timer {
+        Box::leak(Box::new(Timer::new()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// Sleepers wake in the order of their deadlines, none early and on
+    /// time (generous bounds for a loaded machine: a median within 5 ms,
+    /// none more than 200 ms late, order kept between deadlines 12 ms or
+    /// more apart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wakes_on_time_in_order() {
         let start = Instant::now();
-        let mut errs = Vec::new();
         let mut set = tokio::task::JoinSet::new();
-        for i in 0..50u64 {
+        // Deadlines 6.131 ms apart from 20 ms on, scheduled in reverse.
+        for i in (0..25u64).rev() {
+            let d = start + Duration::from_micros(20_000 + i * 6_131);
             set.spawn(async move {
-                let d = start + Duration::from_micros(2_000 + i * 397);
                 sleep_until(d).await;
-                Instant::now().duration_since(d)
+                (d, Instant::now())
             });
         }
-        while let Some(r) = set.join_next().await {
-            errs.push(r.unwrap());
+        let mut woke: Vec<(Instant, Instant)> = set.join_all().await;
+        woke.sort();
+        let late: Vec<Duration> = woke.iter().map(|&(d, w)| w.duration_since(d)).collect();
+        for &(d, w) in &woke {
+            assert!(w >= d, "woke {:?} early", d - w);
         }
-        errs.sort();
-        // Generous: a loaded CI machine may be slow, never early.
-        assert!(errs[errs.len() / 2] < Duration::from_millis(20), "{errs:?}");
+        let mut sorted = late.clone();
+        sorted.sort();
+        assert!(
+            sorted[sorted.len() / 2] < Duration::from_millis(5),
+            "{late:?}"
+        );
+        assert!(
+            sorted[sorted.len() - 1] < Duration::from_millis(200),
+            "{late:?}"
+        );
+        for (i, &(di, wi)) in woke.iter().enumerate() {
+            for &(dj, wj) in &woke[i + 1..] {
+                if dj - di >= Duration::from_millis(12) {
+                    assert!(
+                        wi < wj,
+                        "deadline {:?} woke after one {:?} later",
+                        di - start,
+                        dj - di
+                    );
+                }
+            }
+        }
+    }
+
+    /// A callback that panics is its own bug: the thread lives on, and
+    /// the callbacks after it fire on time.
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_timer() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let now = std::time::Instant::now();
+        call_at(
+            now + Duration::from_millis(2),
+            Box::new(|| panic!("a bad callback")),
+        );
+        let at = now + Duration::from_millis(30);
+        call_at(
+            at,
+            Box::new(move || tx.send(std::time::Instant::now()).unwrap()),
+        );
+        let fired = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the timer died with the panicking callback");
+        assert!(fired >= at);
+        assert!(global().threads().0);
+    }
+
+    /// The timer thread dies with sleepers pending: each wakes at its
+    /// deadline, never early, through tokio's timer; the next registration
+    /// starts a new thread, as precise as the first.
+    #[tokio::test]
+    async fn sleepers_wake_when_the_timer_thread_dies_and_it_restarts() {
+        let timer = Timer::leaked();
+        timer.kill();
+        let start = Instant::now();
+        let d = start + Duration::from_millis(2);
+        tokio::time::timeout(Duration::from_secs(10), timer.sleep_until(d))
+            .await
+            .expect("a sleeper hung on a dead timer");
+        assert!(Instant::now() >= d);
+        assert_eq!(timer.threads(), (false, 1));
+        let (tx, rx) = oneshot::channel();
+        let at = std::time::Instant::now() + Duration::from_millis(5);
+        timer.call_at(
+            at,
+            Box::new(move || tx.send(std::time::Instant::now()).unwrap()),
+        );
+        let fired = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("no new thread")
+            .unwrap();
+        assert!(fired >= at && fired - at < Duration::from_millis(200));
+        assert_eq!(timer.threads(), (true, 2), "restarted");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,4 @@
-//! Session set-up calls (`shared/PROTOCOL.md` "Session set-up"): client
+//! Session set-up calls (`docs/protocol.md` "Setting up a client"): client
 //! config, sessions, sampling sessions, joining a sampling session,
 //! heartbeats, sampler info and the end of a session.
 //!
@@ -90,7 +90,7 @@ pub async fn request_with_retries(
                     .unwrap_or_else(|| retryable_status(r.code())),
                 r.retry_after(),
             ),
-            Err(_) => (true, None),
+            Err(e) => (e.retryable, None),
         };
         if !retry || n >= policy.max_retries {
             return outcome;

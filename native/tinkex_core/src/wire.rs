@@ -1,4 +1,4 @@
-//! The JSON wire types of the Tinker API (`shared/PROTOCOL.md`).
+//! The JSON wire types of the Tinker API (`docs/protocol.md`).
 //!
 //! Request bodies serialize exactly as the official Python SDK sends them
 //! (`None` fields dropped, the SDK's defaults always present). Answers are
@@ -32,63 +32,8 @@ pub use session::{
     SamplerInfo, ServerFlags,
 };
 
-/// Estimated wire bytes per prompt token (the Python SDK's estimate).
-pub const BYTES_PER_TOKEN: u64 = 10;
-
-/// A prompt: a sequence of chunks.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ModelInput {
-    /// The chunks, in order.
-    pub chunks: Vec<Chunk>,
-}
-
-impl ModelInput {
-    /// A prompt of one encoded-text chunk.
-    pub fn from_tokens(tokens: Vec<i32>) -> ModelInput {
-        ModelInput {
-            chunks: vec![Chunk::EncodedText { tokens }],
-        }
-    }
-
-    /// The number of prompt tokens in encoded-text chunks.
-    pub fn token_count(&self) -> usize {
-        self.chunks.iter().map(Chunk::token_count).sum()
-    }
-
-    /// The Python SDK's size estimate, which picks the 429 fallback backoff
-    /// and charges the dispatch bytes budget: 10 bytes per token.
-    pub fn estimated_bytes(&self) -> u64 {
-        self.chunks.iter().map(Chunk::estimated_bytes).sum()
-    }
-}
-
-/// One chunk of a prompt. Internally tagged by `type`, so new chunk kinds
-/// (images) are new variants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Chunk {
-    /// Token ids: `{"type":"encoded_text","tokens":[...]}`.
-    EncodedText {
-        /// The token ids.
-        tokens: Vec<i32>,
-    },
-}
-
-impl Chunk {
-    /// Tokens this chunk contributes to the prompt.
-    pub fn token_count(&self) -> usize {
-        match self {
-            Chunk::EncodedText { tokens } => tokens.len(),
-        }
-    }
-
-    /// Estimated wire bytes of this chunk.
-    pub fn estimated_bytes(&self) -> u64 {
-        match self {
-            Chunk::EncodedText { tokens } => tokens.len() as u64 * BYTES_PER_TOKEN,
-        }
-    }
-}
+mod prompt;
+pub use prompt::{Chunk, ImageData, ImageFormat, ModelInput, BYTES_PER_TOKEN};
 
 /// Stop sequences: a string, a list of strings, or a list of token ids.
 /// An empty list disables every stop token, EOS included.

@@ -5,6 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tinkex_core::client::SamplingClient;
+use tinkex_core::config::RetryConfig;
+use tinkex_core::error::ErrorKind;
+use tinkex_core::handler::{Handler, NoEvents};
 use tinkex_core::http::Endpoint;
 use tinkex_core::rate_limiter::RateLimiter;
 use tinkex_core::sampling::{run_attempt, SampleContext, SampleSpec, Timings};
@@ -120,6 +124,131 @@ async fn rate_limited_submit_is_resent_with_the_same_seq_id() {
         .map(|e| e["seq_id"].clone())
         .collect();
     assert_eq!(seqs, [json!(7), json!(7), json!(7)]);
+    sim.shutdown().await;
+}
+
+/// The SDK fails a poll answered 409 for good; the handler must not make
+/// it a new attempt (a second asample: the server would do the work twice),
+/// although 409 is among the statuses it retries.
+#[tokio::test]
+async fn a_409_while_polling_fails_the_sample_with_one_asample() {
+    let (sim, ep) = start().await;
+    let id = sampling_session(&ep).await;
+    sim.set_scenario(&json!({"rules": [
+        {"endpoint": "retrieve_future", "match": {"first": 1}, "action": {"status": 409}}
+    ]}))
+    .unwrap();
+    let config = RetryConfig {
+        base_delay_ms: 1,
+        max_delay_ms: 2,
+        ..RetryConfig::default()
+    };
+    assert!(config.is_retryable(&tinkex_core::error::Error::http(409, "x")));
+    let handler = Arc::new(Handler::new(&id, config));
+    let ctx = Arc::try_unwrap(fast_ctx(&ep, &id)).unwrap();
+    let client = SamplingClient::new(ctx, handler.clone());
+    let spec = SampleSpec::new(
+        ModelInput::from_tokens(vec![1, 2]),
+        SamplingParams::default(),
+        1,
+    );
+    let (result, meta) = client.sample(&spec, &NoEvents).await;
+    let e = result.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.retryable, e.fatal),
+        (ErrorKind::Http, Some(409), false, true),
+        "{e:?}"
+    );
+    assert_eq!(meta.attempts, 1);
+    let asamples = sim
+        .log()
+        .into_iter()
+        .filter(|e| e["path"] == "/api/v1/asample")
+        .count();
+    assert_eq!(asamples, 1, "one asample in the simulator's log");
+    let s = handler.stats();
+    assert_eq!((s.retries, s.failed), (0, 1));
+    sim.shutdown().await;
+}
+
+/// After a 429 every submit of the key waits behind one probe request;
+/// a probe the service does not answer (held 30 s by a delay rule) holds
+/// them for the probe timeout, not for its own 60 s submit timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_probe_holds_the_other_submits_for_the_probe_timeout_only() {
+    let (sim, ep) = start().await;
+    let id = sampling_session(&ep).await;
+    sim.set_scenario(&json!({"rules": [
+        {"endpoint": "asample", "match": {"nth": 1},
+         "action": {"status": 429, "headers": {"retry-after-ms": "50"}}},
+        // The second asample, the probe after that backoff, hangs.
+        {"endpoint": "asample", "match": {"nth": 1}, "action": {"delay_ms": 30000}}
+    ]}))
+    .unwrap();
+    let probe_timeout = std::time::Duration::from_millis(300);
+    let ctx = Arc::new(
+        SampleContext::new(ep.clone(), &id)
+            .with_timings(Timings {
+                probe_timeout,
+                ..Timings::default()
+            })
+            .with_limiter(Arc::new(RateLimiter::new())),
+    );
+    let spec = Arc::new(SampleSpec::new(
+        ModelInput::from_tokens(vec![3]),
+        SamplingParams::default(),
+        1,
+    ));
+    let stalled = {
+        let (ctx, spec) = (ctx.clone(), spec.clone());
+        tokio::spawn(async move { run_attempt(&ctx, &spec, 0).await })
+    };
+    let fired = |rule: usize| sim.stats()["rules"][rule]["fired"].as_u64().unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(fired(1) == 1 && ctx.limiter.probe_in_flight()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never went out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let probe_out = std::time::Instant::now();
+    let others: Vec<_> = (1..=2u64)
+        .map(|seq| {
+            let (ctx, spec) = (ctx.clone(), spec.clone());
+            tokio::spawn(async move { run_attempt(&ctx, &spec, seq).await })
+        })
+        .collect();
+    for t in others {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), t)
+            .await
+            .expect("still held behind the stalled probe after 10 s")
+            .unwrap();
+        assert_eq!(out.unwrap().sequences.len(), 1);
+    }
+    assert!(probe_out.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!stalled.is_finished(), "the stalled probe is still out");
+    stalled.abort();
+    // The next probe left once the stalled one (sent at the end of the
+    // 50 ms backoff) had been out 300 ms: not before, and not 30 s later.
+    let at = |status: u64| -> Vec<u64> {
+        sim.log()
+            .into_iter()
+            .filter(|e| e["path"] == "/api/v1/asample" && e["status"] == status)
+            .map(|e| e["t_us"].as_u64().unwrap())
+            .collect()
+    };
+    let (limited, passed) = (at(429), at(200));
+    assert_eq!(
+        (limited.len(), passed.len()),
+        (1, 2),
+        "{limited:?} {passed:?}"
+    );
+    let gap = passed.iter().min().unwrap() - limited[0];
+    assert!(
+        (349_000..5_000_000).contains(&gap),
+        "next probe {gap} µs after the 429"
+    );
     sim.shutdown().await;
 }
 

@@ -1,5 +1,5 @@
 //! One attempt (submit + poll) against a scripted mock: the wire facts of
-//! `shared/PROTOCOL.md`, row by row.
+//! `docs/protocol.md`, row by row.
 
 mod common;
 

@@ -9,9 +9,8 @@ use tokio::task::AbortHandle;
 
 use crate::atoms;
 use crate::config::NativeConfig;
-use crate::error::decode_arg;
-use crate::jobs::ReplyTo;
-use crate::runtime;
+use crate::error::{self, decode_arg};
+use crate::jobs::{self, ReplyTo};
 
 /// A handle on a cached handler; holding it keeps the handler (and its
 /// semaphore) alive.
@@ -107,8 +106,9 @@ fn handler_stats(h: ResourceArc<HandlerRes>) -> StatsMap {
 }
 
 /// Registers the caller as a waiter and returns a lease at once. The grant
-/// arrives as `{:tinkex_permit, ref, :ok}`; if the watchdog later declares
-/// the execution stuck, `{:tinkex_stuck, ref, :stuck}` follows.
+/// arrives as `{:tinkex_permit, ref, :ok}` (or `{:tinkex_permit, ref,
+/// {:error, error}}` should the native side fail); if the watchdog later
+/// declares the execution stuck, `{:tinkex_stuck, ref, :stuck}` follows.
 #[rustler::nif]
 fn handler_acquire<'a>(
     env: Env<'a>,
@@ -116,29 +116,38 @@ fn handler_acquire<'a>(
     reference: Term<'a>,
 ) -> ResourceArc<Lease> {
     let pid = env.pid();
-    let granted = ReplyTo::new(pid, reference);
+    let granted = ReplyTo::new(pid, reference).shared();
     let stuck = ReplyTo::new(pid, reference);
     let slot = Arc::new(Mutex::new(Slot::default()));
     let lease = ResourceArc::new(Lease { slot: slot.clone() });
     let handler = h.0.clone();
-    let task = runtime::get().spawn(async move {
-        let permit = handler.acquire().await;
-        permit.on_stuck(Box::new(move || {
-            stuck.send(atoms::tinkex_stuck(), |env| atoms::stuck().to_term(env))
-        }));
-        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if s.released {
-            return; // the caller is gone; the permit drops here
-        }
-        s.permit = Some(permit);
-        s.acquiring = None;
-        drop(s);
-        granted.send(atoms::tinkex_permit(), |env| atoms::ok().to_term(env));
-    });
+    let failed = granted.clone();
+    let task = jobs::spawn(
+        async move {
+            let permit = handler.acquire().await;
+            permit.on_stuck(Box::new(move || {
+                stuck.send(atoms::tinkex_stuck(), |env| atoms::stuck().to_term(env))
+            }));
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.released {
+                return Ok(()); // the caller is gone; the permit drops here
+            }
+            s.permit = Some(permit);
+            s.acquiring = None;
+            drop(s);
+            granted.send(atoms::tinkex_permit(), |env| atoms::ok().to_term(env));
+            Ok(())
+        },
+        move |result| {
+            if let Err(e) = result {
+                failed.send(atoms::tinkex_permit(), |env| error::error_result(env, &e));
+            }
+        },
+    );
     {
         let mut s = lease.slot.lock().unwrap_or_else(|p| p.into_inner());
         if !s.released && s.permit.is_none() {
-            s.acquiring = Some(task.abort_handle());
+            s.acquiring = Some(task);
         }
     }
     lease.monitor(Some(env), &pid);

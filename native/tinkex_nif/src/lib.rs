@@ -11,10 +11,13 @@ mod config;
 mod error;
 mod handler;
 mod jobs;
+mod limits;
+mod prompt;
 mod rate_limiter;
 mod runtime;
 mod sampling;
 mod session;
+mod testing;
 mod timings;
 
 fn load(_env: rustler::Env, load_info: rustler::Term) -> bool {

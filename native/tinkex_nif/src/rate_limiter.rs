@@ -7,8 +7,8 @@ use rustler::{Atom, Env, ResourceArc, Term};
 use tinkex_core::rate_limiter::RateLimiter;
 
 use crate::atoms;
-use crate::jobs::ReplyTo;
-use crate::runtime;
+use crate::error;
+use crate::jobs::{self, ReplyTo};
 
 /// A handle on the limiter of one `{base_url, api_key}`.
 pub struct Limiter(pub Arc<RateLimiter>);
@@ -39,23 +39,35 @@ fn rate_limiter_remaining_ms(l: ResourceArc<Limiter>) -> u64 {
 }
 
 /// `:ok` when there is no backoff; otherwise `:wait`, and
-/// `{:tinkex_backoff_over, ref}` arrives when it ends (one exact timer on
-/// tokio, re-armed only if the deadline moves later).
+/// `{:tinkex_backoff_over, ref, :ok}` arrives when it ends (one exact timer,
+/// re-armed only if the deadline moves later), or `{:tinkex_backoff_over,
+/// ref, {:error, error}}` should the native side fail.
 #[rustler::nif]
 fn rate_limiter_wait<'a>(env: Env<'a>, l: ResourceArc<Limiter>, reference: Term<'a>) -> Atom {
     if l.0.deadline().is_none() {
         return atoms::ok();
     }
-    let reply = ReplyTo::new(env.pid(), reference);
+    let over = ReplyTo::new(env.pid(), reference).shared();
+    let failed = over.clone();
     let limiter = l.0.clone();
-    runtime::get().spawn(async move {
-        // The message leaves from the precise timer thread at the deadline.
-        limiter
-            .wait_then(move || {
-                reply.send(atoms::tinkex_backoff_over(), |env| atoms::ok().to_term(env))
-            })
-            .await;
-    });
+    jobs::spawn(
+        async move {
+            // The message leaves from the precise timer thread at the deadline.
+            limiter
+                .wait_then(move || {
+                    over.send(atoms::tinkex_backoff_over(), |env| atoms::ok().to_term(env))
+                })
+                .await;
+            Ok(())
+        },
+        move |result| {
+            if let Err(e) = result {
+                failed.send(atoms::tinkex_backoff_over(), |env| {
+                    error::error_result(env, &e)
+                });
+            }
+        },
+    );
     atoms::wait()
 }
 

@@ -1,30 +1,30 @@
-//! `TinkexNative.SamplingClient`'s hot path: a client resource, and one NIF that
-//! starts a sample on tokio and returns at once. The result arrives as
-//! `{:tinkex_sample, ref, {:ok, %TinkexNative.Types.SampleResponse{}} |
-//! {:error, error}}`.
+//! `TinkexNative.SamplingClient`'s hot path: a client resource, one NIF that
+//! starts a sample on tokio and returns at once, and one that cancels it.
+//! The result arrives as `{:tinkex_sample, ref, {:ok,
+//! %TinkexNative.Types.SampleResponse{}} | {:error, error}}`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::FutureExt;
 use rustler::{
-    Atom, Binary, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc,
-    Term,
+    Atom, Encoder, Env, LocalPid, NifMap, NifStruct, NifTaggedEnum, OwnedEnv, ResourceArc, Term,
 };
-use tinkex_core::client::SamplingClient;
+use tinkex_core::client::{Deadline, SamplingClient};
 use tinkex_core::error::{Error, ErrorKind};
 use tinkex_core::handler::{Events, RetryEvent};
 use tinkex_core::sampling::{
     DispatchLimits, LogLevel, SampleContext, SampleOutput, SampleSpec, SdkMethod, StopReason,
     TopkPosition, DEFAULT_MAX_SUBMITS,
 };
-use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
+use tinkex_core::wire::{ModelInput, SamplingParams, Stop};
 
 use crate::atoms;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
-use crate::session::endpoint;
+use crate::runtime;
+use crate::session::{endpoint, DynamicArg};
 use crate::timings;
 
 /// The native half of one sampling client.
@@ -41,6 +41,7 @@ pub struct ClientOpts {
     base_url: String,
     api_key: String,
     version: String,
+    max_body_bytes: crate::limits::LimitsArg,
     sampling_session_id: String,
     first_seq_id: u64,
     dispatch_bytes: u64,
@@ -48,17 +49,20 @@ pub struct ClientOpts {
     retrieve_futures: bool,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
+    dynamic_config: DynamicArg,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
-/// URL's TLS client (milliseconds); it runs once per client.
+/// URL's TLS client (milliseconds); it runs once per client. Starts the
+/// client's dynamic config refresh and cancel drain on tokio.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn client_new<'a>(
     opts: Term<'a>,
     handler: ResourceArc<HandlerRes>,
 ) -> rustler::NifResult<(Atom, ResourceArc<ClientRes>)> {
     let opts: ClientOpts = error::decode_arg(opts)?;
-    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?;
+    let ep = endpoint(&opts.base_url, &opts.api_key, &opts.version)?
+        .with_body_limits(opts.max_body_bytes.into());
     let timings =
         timings::from_overrides(opts.timings).map_err(|m| rustler::Error::Term(Box::new(m)))?;
     let mut ctx = SampleContext::new(ep, &opts.sampling_session_id)
@@ -74,8 +78,16 @@ fn client_new<'a>(
             log_to(pid, level, msg)
         }));
     }
-    let client = SamplingClient::new(ctx, handler.0.clone()).starting_at(opts.first_seq_id);
-    let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
+    let client = {
+        let _rt = runtime::get().enter();
+        SamplingClient::start(
+            ctx,
+            handler.0.clone(),
+            &(&opts.dynamic_config).into(),
+            opts.first_seq_id,
+        )
+    };
+    let client = ResourceArc::new(ClientRes(AssertUnwindSafe(client)));
     Ok((atoms::ok(), client))
 }
 
@@ -103,11 +115,11 @@ enum StopArg {
     Tokens(Vec<i32>),
 }
 
-/// A validated request from `TinkexNative.SamplingClient`: prompt chunks as
-/// little-endian int32 binaries (cheap to cross), and the parameters.
+/// A validated request from `TinkexNative.SamplingClient`: prompt chunks
+/// (see [`crate::prompt`]), and the parameters.
 #[derive(NifMap)]
 struct SpecArg<'a> {
-    chunks: Vec<Binary<'a>>,
+    chunks: Vec<Term<'a>>,
     num_samples: u32,
     max_tokens: Option<u32>,
     seed: Option<i64>,
@@ -120,21 +132,11 @@ struct SpecArg<'a> {
     compute_logprobs: bool,
     tokens_as_binary: bool,
     events: bool,
+    timeout_ms: Option<u64>,
 }
 
 fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
-    let mut chunks = Vec::with_capacity(a.chunks.len());
-    for b in &a.chunks {
-        if b.len() % 4 != 0 {
-            return Err(rustler::Error::BadArg);
-        }
-        let tokens = b
-            .as_slice()
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        chunks.push(Chunk::EncodedText { tokens });
-    }
+    let chunks = crate::prompt::decode_chunks(&a.chunks)?;
     let stop = match &a.stop {
         StopArg::None => None,
         StopArg::Text(s) => Some(Stop::Text(s.clone())),
@@ -161,7 +163,8 @@ fn decode_spec(a: &SpecArg<'_>) -> rustler::NifResult<SampleSpec> {
 /// Starts a sample for the calling process and returns its job at once.
 /// The result arrives as `{:tinkex_sample, job, {:ok, response} |
 /// {:error, error}}` (with `events`, `{:tinkex_event, job, ...}` before it
-/// per failed attempt). If the caller dies, the sample is aborted.
+/// per failed attempt and per 429 backoff set). If the caller dies, the
+/// sample is aborted; `timeout_ms` bounds all of it from now.
 #[rustler::nif]
 fn client_sample<'a>(
     env: Env<'a>,
@@ -172,33 +175,66 @@ fn client_sample<'a>(
     let sample = decode_spec(&spec)?;
     let tokens_as_binary = spec.tokens_as_binary;
     let with_events = spec.events;
+    // From the call, not from when tokio first runs the job.
+    let deadline = spec
+        .timeout_ms
+        .and_then(|ms| Deadline::after(Duration::from_millis(ms)));
     let client = Arc::clone(&client.0);
-    start_job(env, move |reply| async move {
-        let events = with_events.then(|| EventsTo(reply.clone()));
-        let events: &dyn Events = match &events {
-            Some(e) => e,
-            None => &tinkex_core::handler::NoEvents,
-        };
-        let run = AssertUnwindSafe(client.sample(&sample, events)).catch_unwind();
-        let result = match run.await {
-            Ok((r, _meta)) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Internal,
-                "panic in the native sampler",
-            )),
-        };
-        reply.send(atoms::tinkex_sample(), move |env| match result {
-            Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    })
+    start_job(
+        env,
+        move |reply| async move {
+            let events = with_events.then(|| EventsTo(reply));
+            let events: &dyn Events = match &events {
+                Some(e) => e,
+                None => &tinkex_core::handler::NoEvents,
+            };
+            client.sample_until(&sample, events, deadline).await.0
+        },
+        move |reply, result| {
+            if !reply.claim() {
+                return; // cancelled: `client_cancel` sent the reply
+            }
+            reply.send(atoms::tinkex_sample(), move |env| match result {
+                Ok(out) => (atoms::ok(), Response::from_output(out, tokens_as_binary)).encode(env),
+                Err(e) => error::error_result(env, &e),
+            })
+        },
+    )
     // The caller is running this NIF, so it is alive.
     .ok_or(rustler::Error::BadArg)
 }
 
+/// Cancels a sample of `client_sample`: `:ok` when this call stopped it —
+/// its caller then gets `{:tinkex_sample, job, {:error, %TinkexNative.Error{type:
+/// :cancelled}}}`, sent from here — or `:finished` when it had already
+/// resolved (its own reply is sent, or on its way). Either way exactly one
+/// reply reaches the caller. The stopped sample returns its permit, and is
+/// announced on `cancel_future` when it was polling and the server asks.
+#[rustler::nif]
+fn client_cancel(env: Env<'_>, job: ResourceArc<Job>) -> Atom {
+    if !job.cancel() {
+        return atoms::finished();
+    }
+    let e = Error::new(ErrorKind::Cancelled, "the sample was cancelled");
+    let reply = (
+        atoms::tinkex_sample(),
+        job.encode(env),
+        error::error_result(env, &e),
+    );
+    // A dead owner needs no reply.
+    let _ = env.send(&job.owner(), reply);
+    atoms::ok()
+}
+
 /// Sends `{:tinkex_event, job, {:attempt_failed, measurements, error}}` per
-/// failed attempt, to the process that runs the sample's telemetry.
+/// failed attempt and `{:tinkex_event, job, {:backoff, %{backoff_ms: ms}}}`
+/// per 429 backoff set, to the process that runs the sample's telemetry.
 struct EventsTo(JobReply);
+
+#[derive(NifMap)]
+struct Backoff {
+    backoff_ms: u64,
+}
 
 #[derive(NifMap)]
 struct AttemptFailed {
@@ -209,6 +245,9 @@ struct AttemptFailed {
 
 impl Events for EventsTo {
     fn attempt_failed(&self, ev: &RetryEvent<'_>) {
+        if !self.0.is_running() {
+            return;
+        }
         let data = AttemptFailed {
             attempt: ev.attempt,
             delay_ms: ev.delay_ms,
@@ -217,6 +256,18 @@ impl Events for EventsTo {
         let err = ev.error;
         self.0.send(atoms::tinkex_event(), |env| {
             (atoms::attempt_failed(), data, error::encode(env, err)).encode(env)
+        });
+    }
+
+    fn backoff_set(&self, backoff: Duration) {
+        if !self.0.is_running() {
+            return;
+        }
+        let data = Backoff {
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.0.send(atoms::tinkex_event(), |env| {
+            (atoms::backoff(), data).encode(env)
         });
     }
 }
@@ -297,17 +348,33 @@ struct ClientStats {
     queue_state: String,
     next_seq_id: u64,
     futures_waiting: u64,
+    dynamic_config: DynamicArg,
+    cancels: Cancels,
+}
+
+#[derive(NifMap)]
+struct Cancels {
+    announced: u64,
+    sent: u64,
+    failed: u64,
 }
 
 /// The client's own counters (the handler's come from `handler_stats`).
 #[rustler::nif]
 fn client_stats(client: ResourceArc<ClientRes>) -> ClientStats {
     let ctx = client.0.context();
+    let cancels = ctx.cancel.stats();
     ClientStats {
         backoff_ms: u64::try_from(ctx.limiter.remaining().as_micros().div_ceil(1000))
             .unwrap_or(u64::MAX),
         queue_state: ctx.observer.queue_state().as_str().to_owned(),
         next_seq_id: client.0.peek_seq_id(),
         futures_waiting: ctx.futures_waiting() as u64,
+        dynamic_config: ctx.dynamic.get().into(),
+        cancels: Cancels {
+            announced: cancels.announced,
+            sent: cancels.sent,
+            failed: cancels.failed,
+        },
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, NifUnitEnum, Term};
+use rustler::{Atom, Env, NifMap, NifTaggedEnum, NifUnitEnum, Term};
+use tinkex_core::dynamic_config::{self, DynamicConfig};
 use tinkex_core::http::Endpoint;
 use tinkex_core::seq_base::{Role, SeqBases};
 use tinkex_core::session::{self, ModelRef};
@@ -49,6 +50,35 @@ impl From<&ServerFlags> for Flags {
     }
 }
 
+/// The server's dynamic config, read at set-up and handed to
+/// `client_new` (which keeps it fresh).
+#[derive(NifMap)]
+pub struct DynamicArg {
+    refresh_interval_sec: u64,
+    sample_cancel_enabled: bool,
+    sample_cancel_max_batch_size: u64,
+}
+
+impl From<DynamicConfig> for DynamicArg {
+    fn from(c: DynamicConfig) -> DynamicArg {
+        DynamicArg {
+            refresh_interval_sec: c.refresh_interval_sec,
+            sample_cancel_enabled: c.sample_cancel_enabled,
+            sample_cancel_max_batch_size: c.sample_cancel_max_batch_size,
+        }
+    }
+}
+
+impl From<&DynamicArg> for DynamicConfig {
+    fn from(a: &DynamicArg) -> DynamicConfig {
+        DynamicConfig {
+            refresh_interval_sec: a.refresh_interval_sec,
+            sample_cancel_enabled: a.sample_cancel_enabled,
+            sample_cancel_max_batch_size: a.sample_cancel_max_batch_size,
+        }
+    }
+}
+
 #[derive(NifMap)]
 struct Opened {
     session_id: Option<String>,
@@ -59,6 +89,7 @@ struct Opened {
     /// The client's first seq_id (`tinkex_core::seq_base`).
     first_seq_id: u64,
     flags: Flags,
+    dynamic_config: DynamicArg,
 }
 
 /// The endpoint, or `{:error, message}` for a bad URL or key.
@@ -67,12 +98,15 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
         .map_err(|e| rustler::Error::Term(Box::new(e.message)))
 }
 
-/// Reads the server flags and, unless given an existing sampling session,
-/// creates a session and a sampling session; then claims the client's
-/// seq_id base (joining the sampling session when a clone should).
-/// Answers `{:tinkex_session, ref, {:ok, %{session_id, created_session,
-/// sampling_session_id, first_seq_id, flags}} | {:error, error}}`;
-/// `{:error, message}` at once for a bad URL. Dirty:
+/// Reads the server flags and dynamic config and, unless given an existing
+/// sampling session, creates a session and a sampling session; then claims
+/// the client's seq_id base (joining the sampling session when a clone
+/// should). Answers `{:tinkex_session, ref, {:ok, %{session_id,
+/// created_session, sampling_session_id, first_seq_id, flags,
+/// dynamic_config}} | {:error, error}}` (an `:internal` error should the
+/// task panic); `{:error, message}` at once for a bad URL. The task is
+/// aborted if the caller dies: a client that gave up on its set-up stops
+/// retrying it. Dirty:
 /// the first use of a base URL builds its TLS client (milliseconds).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
@@ -80,37 +114,23 @@ fn session_open<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     model: Term<'a>,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_session(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_session(), async move {
         open(&ep, model).await
     });
     Ok(atoms::ok())
 }
 
-/// Runs `work` on tokio for the calling process (aborted if it dies: a
-/// client that gave up on its set-up stops retrying it) and sends
-/// `{tag, ref, {:ok, value} | {:error, error}}`.
-fn spawn_answer<T, F>(env: Env<'_>, reply: ReplyTo, tag: Atom, work: F)
-where
-    T: Encoder + Send + 'static,
-    F: std::future::Future<Output = Result<T, tinkex_core::error::Error>> + Send + 'static,
-{
-    spawn_for_caller(env, async move {
-        let result = work.await;
-        reply.send(tag, move |env| match result {
-            Ok(v) => (atoms::ok(), v).encode(env),
-            Err(e) => error::error_result(env, &e),
-        });
-    });
-}
-
 async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
     let flags = session::client_config(ep).await?;
+    let dynamic = dynamic_config::fetch(ep, &dynamic_config::initial_policy()).await?;
     let model_ref = match &model {
         SessionTarget::BaseModel(m) => ModelRef::BaseModel(m),
         SessionTarget::ModelPath(p) => ModelRef::ModelPath(p),
@@ -124,6 +144,7 @@ async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core
                 sampling_session_id: id.clone(),
                 first_seq_id: base.first_seq_id,
                 flags: Flags::from(&flags),
+                dynamic_config: dynamic.into(),
             });
         }
     };
@@ -144,6 +165,7 @@ async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core
         sampling_session_id,
         first_seq_id: base.first_seq_id,
         flags: Flags::from(&flags),
+        dynamic_config: dynamic.into(),
     })
 }
 
@@ -154,12 +176,14 @@ fn session_heartbeat<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
-    spawn_answer(env, reply, atoms::tinkex_heartbeat(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
     });
     Ok(atoms::ok())
@@ -184,6 +208,7 @@ fn session_finish<'a>(
     base_url: String,
     api_key: String,
     version: String,
+    limits: Term<'a>,
     session_id: String,
     reason: Term<'a>,
     detail: Option<String>,
@@ -191,13 +216,14 @@ fn session_finish<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let reason: FinishArg = error::decode_arg(reason)?;
-    let ep = endpoint(&base_url, &api_key, &version)?;
+    let ep =
+        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     let reason = match reason {
         FinishArg::Success => FinishReason::Success,
         FinishArg::Errored => FinishReason::Errored,
     };
-    spawn_answer(env, reply, atoms::tinkex_finish(), async move {
+    spawn_for_caller(env, reply, atoms::tinkex_finish(), async move {
         session::finish_session(
             &ep,
             &session_id,

@@ -30,6 +30,9 @@ pub fn from_overrides(overrides: Vec<(String, u64)>) -> Result<Timings, String> 
             "futures_poll_timeout" => &mut t.futures_poll_timeout,
             "futures_ack_timeout" => &mut t.futures_ack_timeout,
             "futures_retry" => &mut t.futures_retry,
+            "cancel_timeout" => &mut t.cancel_timeout,
+            "min_config_refresh" => &mut t.min_config_refresh,
+            "probe_timeout" => &mut t.probe_timeout,
             other => return Err(format!("unknown timing {other:?}")),
         };
         *field = d;

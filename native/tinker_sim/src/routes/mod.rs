@@ -14,7 +14,7 @@ use crate::rule::{CallAction, ReplyBody};
 use crate::scenario::Settings;
 use crate::state::SimState;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
@@ -104,6 +104,9 @@ impl Call<'_> {
                         Reply::raw(*status, Bytes::from(s.clone()), Some(JSON), "rule")
                     }
                     ReplyBody::Empty => Reply::raw(*status, Bytes::new(), None, "rule"),
+                    ReplyBody::Padded { bytes, chunked } => {
+                        Reply::padded(*status, *bytes, *chunked, "rule")
+                    }
                     ReplyBody::Default if *status == 408 => {
                         let mut b = json!({"type": "try_again", "request_id": self.request_id.as_deref(),
                                            "queue_state": queue_state.as_deref().unwrap_or("active")});
@@ -204,7 +207,7 @@ pub async fn handle(
     sim: Arc<SimState>,
     req: Request<Incoming>,
     abort: Arc<Notify>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<crate::padded::SimBody>, Infallible> {
     let t0 = sim.now_us();
     let (parts, incoming) = req.into_parts();
     let raw = match incoming.collect().await {

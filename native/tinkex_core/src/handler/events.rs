@@ -9,7 +9,8 @@ use crate::error::Error;
 pub struct RetryEvent<'a> {
     /// The handler's name.
     pub handler: &'a str,
-    /// The error, with `retryable` set by the config's rule.
+    /// The error, with `retryable` as the handler decided it: the
+    /// config's rule, unless the layer that saw it made it fatal.
     pub error: &'a Error,
     /// Which attempt failed, from 1.
     pub attempt: u64,
@@ -32,10 +33,15 @@ impl RetryEvent<'_> {
     }
 }
 
-/// Receives the handler's events. Methods have no-op defaults.
+/// Receives the handler's events (and the sampler's, which runs under
+/// it). Methods have no-op defaults.
 pub trait Events: Send + Sync {
     /// An attempt failed; a retry follows when `delay_ms` is set.
     fn attempt_failed(&self, _event: &RetryEvent<'_>) {}
+
+    /// A 429 on submit set the shared backoff of the service and key;
+    /// `backoff` is the time until the backoff in force ends.
+    fn backoff_set(&self, _backoff: Duration) {}
 }
 
 /// Ignores every event.

@@ -81,6 +81,9 @@ pub struct Handler {
     /// Wakes the watchdog when the handler becomes busy or is dropped.
     watchdog_wake: Arc<Notify>,
     watchdog_started: AtomicBool,
+    /// Points where tests force an interleaving of `enter` and `check`.
+    #[cfg(test)]
+    hooks: tests::Hooks,
 }
 
 impl std::fmt::Debug for Handler {
@@ -117,6 +120,8 @@ impl Handler {
             next_id: AtomicU64::new(0),
             watchdog_wake: Arc::new(Notify::new()),
             watchdog_started: AtomicBool::new(false),
+            #[cfg(test)]
+            hooks: tests::Hooks::default(),
         }
     }
 
@@ -144,21 +149,34 @@ impl Handler {
     }
 
     fn enter(self: &Arc<Self>, sem: Option<tokio::sync::OwnedSemaphorePermit>) -> Permit {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let signal = Arc::new(StuckSignal::default());
+        if !self.config.enable_stuck_detection {
+            // No watchdog, so nothing can see the steps apart.
+            if self.counters.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.mark_progress();
+            }
+            return Permit::new(self.clone(), id, signal, sem);
+        }
+        // Under the lock the watchdog's check holds from reading the count
+        // to draining the executions: it sees this one either not yet in
+        // flight, or in flight with its fresh progress window and
+        // registered — never counted with a stale clock.
+        let mut in_flight = self.lock_in_flight();
         // An idle handler starts a fresh progress window, so time spent
         // idle never counts against the next request.
         let was_idle = self.counters.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+        #[cfg(test)]
+        self.hooks.run(&self.hooks.entering);
         if was_idle {
             self.mark_progress();
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let signal = Arc::new(StuckSignal::default());
-        if self.config.enable_stuck_detection {
-            self.lock_in_flight().insert(id, signal.clone());
-            self.ensure_watchdog();
-            if was_idle {
-                // The watchdog sleeps while idle; it must start timing now.
-                self.watchdog_wake.notify_one();
-            }
+        in_flight.insert(id, signal.clone());
+        drop(in_flight);
+        self.ensure_watchdog();
+        if was_idle {
+            // The watchdog sleeps while idle; it must start timing now.
+            self.watchdog_wake.notify_one();
         }
         Permit::new(self.clone(), id, signal, sem)
     }
@@ -260,7 +278,9 @@ impl Handler {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            e.retryable = self.config.is_retryable(&e);
+            // The config's rule classifies what the layer below left open;
+            // a verdict of that layer that rules a new attempt out stands.
+            e.retryable = !e.fatal && self.config.is_retryable(&e);
             let retry = e.retryable && self.config.may_retry(retries);
             let delay_ms = retry.then(|| backoff.sample_ms(retries, &mut rand::rng()));
             self.record_failure(label_of(&e), retry);

@@ -1,10 +1,32 @@
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::*;
+
+/// Test-only points inside `enter` and `check`, to force their
+/// interleaving.
+#[derive(Default)]
+pub(super) struct Hooks {
+    /// In `enter`, after the execution is counted in flight, before it
+    /// gets its progress window and is registered.
+    pub(super) entering: Mutex<Option<Hook>>,
+    /// In `check`, after it read the progress clock, before it decides.
+    pub(super) checking: Mutex<Option<Hook>>,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+impl Hooks {
+    pub(super) fn run(&self, hook: &Mutex<Option<Hook>>) {
+        if let Some(f) = hook.lock().unwrap().as_ref() {
+            f()
+        }
+    }
+}
 
 fn fast(extra: impl FnOnce(&mut RetryConfig)) -> RetryConfig {
     let mut c = RetryConfig {
@@ -55,6 +77,37 @@ async fn does_not_retry_fatal_errors() {
     assert_eq!((e.status, e.retryable), (Some(422), false));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(h.stats().failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_verdict_survives_the_retry_rule() {
+    let h = Arc::new(Handler::new("t", fast(|_| {})));
+    assert!(h.config().is_retryable(&Error::http(409, "x")));
+    let calls = AtomicU64::new(0);
+    let r: Result<(), _> = h
+        .execute(&NoEvents, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::http(409, "polled").into_fatal()) }
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_eq!((e.status, e.retryable), (Some(409), false));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Without the verdict, the rule decides (and retries a 409).
+    let calls = AtomicU64::new(0);
+    let r = h
+        .execute(&NoEvents, |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(Error::http(409, "submitted"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+    assert_eq!(r, Ok(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,4 +298,70 @@ fn huge_max_connections_is_clamped() {
         },
     );
     assert!(h.stats().available_permits.unwrap() > 1_000_000);
+}
+
+#[test]
+fn cache_keeps_only_handlers_in_use() {
+    let held = Handler::get("cache-held", RetryConfig::default());
+    for i in 0..10_000 {
+        drop(Handler::get(&format!("cache-{i}"), RetryConfig::default()));
+    }
+    // Other tests of this binary may hold a few handlers meanwhile.
+    assert!(cache::entries() < 200, "{} entries", cache::entries());
+    assert!(Arc::ptr_eq(
+        &held,
+        &Handler::get("cache-held", RetryConfig::default())
+    ));
+}
+
+/// The watchdog must never fail an execution that is just entering an
+/// idle handler: forced interleaving of `enter` (stopped after counting
+/// itself in flight) and `check` (stopped after reading the stale progress
+/// clock of a handler idle for 10 s). `check` cannot get between the steps
+/// of `enter`; if it could, it would drain the new execution as stuck.
+#[test]
+fn a_check_never_sees_an_entering_execution_half_entered() {
+    let mut h = Handler::new("t", fast(|c| c.progress_timeout_ms = 1000));
+    h.epoch = h.epoch.checked_sub(Duration::from_secs(10)).unwrap();
+    // No watchdog task: this test runs `check` itself, at the chosen point.
+    h.watchdog_started.store(true, Ordering::Release);
+    let h = Arc::new(h);
+    let (bumped_tx, bumped_rx) = mpsc::channel::<()>();
+    let (read_tx, read_rx) = mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (bumped_tx, read_rx) = (Mutex::new(bumped_tx), Mutex::new(read_rx));
+    let (read_tx, entered_rx) = (Mutex::new(read_tx), Mutex::new(entered_rx));
+    *h.hooks.entering.lock().unwrap() = Some(Box::new(move || {
+        bumped_tx.lock().unwrap().send(()).unwrap();
+        // Lets a check that can run now read the clock; one that cannot
+        // (it waits for this `enter`) never will, so stop waiting.
+        let _ = read_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_millis(500));
+    }));
+    *h.hooks.checking.lock().unwrap() = Some(Box::new(move || {
+        let _ = read_tx.lock().unwrap().send(());
+        // Decide only once `enter` has returned.
+        let _ = entered_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30));
+    }));
+    let checker = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            bumped_rx.recv().unwrap();
+            h.check()
+        })
+    };
+    let permit = h.enter(None);
+    entered_tx.send(()).unwrap();
+    let next = checker.join().unwrap();
+    assert!(!permit.is_stuck(), "failed on entry");
+    assert_eq!(h.stats().stuck_events, 0);
+    assert!(
+        next.is_some_and(|d| d > Duration::from_millis(400)),
+        "{next:?}"
+    );
 }

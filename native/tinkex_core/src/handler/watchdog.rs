@@ -24,7 +24,10 @@ impl Handler {
     /// Fires every in-flight execution's stuck signal if the deadline has
     /// passed; returns how long until the next check otherwise (`None`
     /// while idle).
-    fn check(&self) -> Option<Duration> {
+    pub(super) fn check(&self) -> Option<Duration> {
+        // Held from reading the count to draining, as `enter` holds it
+        // while it counts and registers an execution (see there).
+        let mut in_flight = self.lock_in_flight();
         if self.counters.in_flight.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -34,15 +37,19 @@ impl Handler {
             .load(Ordering::Acquire)
             .saturating_add(timeout_us);
         let now = self.now_us();
+        #[cfg(test)]
+        self.hooks.run(&self.hooks.checking);
         if now < deadline {
             return Some(Duration::from_micros(deadline - now));
         }
-        let stuck: Vec<_> = self.lock_in_flight().drain().map(|(_, s)| s).collect();
+        let stuck: Vec<_> = in_flight.drain().map(|(_, s)| s).collect();
         // A fresh window for whatever comes next: the handler keeps serving.
         self.last_progress_us.fetch_max(now, Ordering::AcqRel);
+        drop(in_flight);
         if !stuck.is_empty() {
             self.counters.stuck_events.fetch_add(1, Ordering::Relaxed);
         }
+        // Outside the lock: a callback sends a message.
         for s in stuck {
             s.fire();
         }

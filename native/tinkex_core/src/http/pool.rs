@@ -11,12 +11,12 @@
 //! than [`REQUESTS_PER_CLIENT`]. Under HTTP/1.1 this changes nothing but
 //! which pool a connection sits in.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::registry::WeakRegistry;
 
 /// Concurrent requests one client carries before the next one is used.
 pub const REQUESTS_PER_CLIENT: usize = 50;
@@ -24,6 +24,20 @@ pub const REQUESTS_PER_CLIENT: usize = 50;
 pub const MAX_CLIENTS: usize = 256;
 /// Connect timeout of every request (the SDK's `connect=5.0`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client sets in use, by base URL.
+static SETS: LazyLock<WeakRegistry<String, ClientSet>> = LazyLock::new(WeakRegistry::new);
+
+/// How many base URLs have a client set in use in the process.
+pub fn live_client_sets() -> usize {
+    SETS.live()
+}
+
+/// Entries the client-set registry holds, dead ones not yet swept included.
+#[doc(hidden)]
+pub fn client_set_entries() -> usize {
+    SETS.entries()
+}
 
 #[derive(Debug)]
 struct Shard {
@@ -85,19 +99,10 @@ impl ClientSet {
         })
     }
 
-    /// The process-wide set of `base_url`.
+    /// The process-wide set of `base_url`, shared by every endpoint of
+    /// that URL; it (and its connections) goes when the last one does.
     pub(crate) fn for_base_url(base_url: &str) -> Result<Arc<ClientSet>, Error> {
-        static SETS: OnceLock<Mutex<HashMap<String, Arc<ClientSet>>>> = OnceLock::new();
-        let mut map = SETS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(base_url) {
-            return Ok(s.clone());
-        }
-        let set = Arc::new(ClientSet::new()?);
-        map.insert(base_url.to_owned(), set.clone());
-        Ok(set)
+        SETS.get_or_try_insert_with(base_url.to_owned(), ClientSet::new)
     }
 
     /// A client to build requests with (any client can build them).
@@ -147,6 +152,22 @@ impl ClientSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_keeps_only_sets_in_use() {
+        let held = ClientSet::for_base_url("http://held.test").unwrap();
+        for i in 0..10_000 {
+            drop(ClientSet::for_base_url(&format!("http://u{i}.test")).unwrap());
+        }
+        // Other tests of this binary may hold a few sets meanwhile.
+        assert!(
+            client_set_entries() < 200,
+            "{} entries",
+            client_set_entries()
+        );
+        let again = ClientSet::for_base_url("http://held.test").unwrap();
+        assert!(Arc::ptr_eq(&held, &again));
+    }
 
     #[test]
     fn grows_when_full_and_reuses_freed_slots() {

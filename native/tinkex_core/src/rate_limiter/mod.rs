@@ -21,17 +21,19 @@
 //! assert_eq!(a.remaining(), Duration::ZERO);
 //! ```
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::registry::WeakRegistry;
+
 mod probe;
-pub use probe::Probe;
+mod wait;
+pub use probe::{Probe, DEFAULT_PROBE_TIMEOUT};
 
 /// How long before the deadline [`RateLimiter::wait_then`] hands its
 /// wait to the precise timer thread. Generous: a tokio worker that is
@@ -53,22 +55,29 @@ pub struct RateLimiter {
     deadline_us: AtomicU64,
     /// Wakes waiters when the backoff is cleared early, or a probe ends.
     changed: Notify,
-    /// Set by every backoff; cleared by `clear` or a probe that got
-    /// through. While set, an expired backoff lets one probe request go
-    /// first (see [`RateLimiter::wait_turn`]).
-    tripped: AtomicBool,
-    /// A probe request is in flight.
-    probing: AtomicBool,
+    /// Backoffs set so far: the generation of the latest 429.
+    trips: AtomicU64,
+    /// The generation up to which the service is known to take requests
+    /// again (a probe of it passed, or `clear`). While `trips` is ahead,
+    /// an expired backoff lets one probe request go first (see
+    /// [`RateLimiter::wait_turn`]). A probe settles only the generation
+    /// it probed, so a 429 that lands while it is out is not forgotten.
+    settled: AtomicU64,
+    /// The probe request out now, if any.
+    probe: Mutex<probe::Slot>,
+    /// Timers armed by waits on this limiter, for tests: a wait is one
+    /// exact sleep (two timers: a coarse one and a precise one), not a
+    /// polling loop.
+    arms: AtomicU64,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
 /// itself is never kept in plain text.
-type Key = [u8; 32];
+pub type Key = [u8; 32];
 
-fn registry() -> &'static Mutex<HashMap<Key, Arc<RateLimiter>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<Key, Arc<RateLimiter>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
-}
+/// The limiters in use, by key; an entry goes once no client holds its
+/// limiter (a backoff nobody waits on is worth nothing).
+static REGISTRY: LazyLock<WeakRegistry<Key, RateLimiter>> = LazyLock::new(WeakRegistry::new);
 
 fn key_of(base_url: &str, api_key: &str) -> Key {
     let mut h = Sha256::new();
@@ -92,24 +101,36 @@ impl RateLimiter {
             epoch: Instant::now(),
             deadline_us: AtomicU64::new(NONE),
             changed: Notify::new(),
-            tripped: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
+            trips: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            probe: Mutex::new(probe::Slot::default()),
+            arms: AtomicU64::new(0),
         }
     }
 
     /// The one limiter of the process for `{base_url, api_key}` (a trailing
-    /// `/` of the URL does not make another limiter).
+    /// `/` of the URL does not make another limiter), while anyone holds
+    /// it; a new one, with no backoff, once nobody does.
     pub fn for_key(base_url: &str, api_key: &str) -> Arc<RateLimiter> {
-        let key = key_of(base_url, api_key);
-        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| Arc::new(RateLimiter::new()))
-            .clone()
+        REGISTRY.get_or_insert_with(key_of(base_url, api_key), RateLimiter::new)
     }
 
-    /// How many limiters the registry holds (one per pair ever used).
+    /// How many limiters are in use (held by some client) in the process.
     pub fn registry_len() -> usize {
-        registry().lock().unwrap_or_else(|p| p.into_inner()).len()
+        REGISTRY.live()
+    }
+
+    /// Entries the registry holds, dead ones not yet swept included.
+    #[doc(hidden)]
+    pub fn registry_entries() -> usize {
+        REGISTRY.entries()
+    }
+
+    /// The registry's keys of the limiters in use: what the process keeps
+    /// about each `{base_url, api_key}` (tests check it is only a digest).
+    #[doc(hidden)]
+    pub fn registry_keys() -> Vec<Key> {
+        REGISTRY.live_keys()
     }
 
     fn now_us(&self) -> u64 {
@@ -128,14 +149,13 @@ impl RateLimiter {
     /// Backs off for `d` from now, unless a later deadline is already set
     /// (a backoff is never shortened). Returns the deadline in force.
     pub fn set_backoff(&self, d: Duration) -> Instant {
-        self.tripped.store(true, Ordering::Release);
         let wanted = self
             .now_us()
             .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let mut current = self.deadline_us.load(Ordering::Acquire);
-        loop {
+        let deadline = loop {
             if current != NONE && current >= wanted {
-                return self.instant_of(current);
+                break current;
             }
             match self.deadline_us.compare_exchange_weak(
                 current,
@@ -143,16 +163,21 @@ impl RateLimiter {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return self.instant_of(wanted),
+                Ok(_) => break wanted,
                 Err(actual) => current = actual,
             }
-        }
+        };
+        // After the deadline: whoever sees this generation sees its
+        // deadline too, so never probes ahead of it.
+        self.trips.fetch_add(1, Ordering::AcqRel);
+        self.instant_of(deadline)
     }
 
     /// Ends the backoff now and wakes every waiter.
     pub fn clear(&self) {
         let had = self.deadline_us.swap(NONE, Ordering::AcqRel) != NONE;
-        if self.tripped.swap(false, Ordering::AcqRel) || had {
+        let trips = self.trips.load(Ordering::Acquire);
+        if self.settled.fetch_max(trips, Ordering::AcqRel) < trips || had {
             self.changed.notify_waiters();
         }
     }
@@ -171,92 +196,11 @@ impl RateLimiter {
         let dl = self.deadline_us.load(Ordering::Acquire);
         (dl != NONE && dl > self.now_us()).then(|| self.instant_of(dl))
     }
-
-    /// Waits out the backoff: one sleep to the deadline, again only if the
-    /// deadline moved later meanwhile; returns at once when there is none,
-    /// and early when the backoff is cleared. Uses tokio's timer (1 ms
-    /// granularity, so it follows a paused test clock); the NIF uses the
-    /// more precise [`RateLimiter::wait_then`], submits
-    /// [`RateLimiter::wait_turn`].
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            // Register for `clear` before reading the deadline, so a clear
-            // between the read and the sleep is not missed.
-            notified.as_mut().enable();
-            let Some(deadline) = self.deadline() else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = &mut notified => {}
-            }
-        }
-    }
-
-    /// Calls `done` once the backoff is over: at once when there is none,
-    /// else from the precise timer thread at the deadline (re-armed if the
-    /// deadline moved later), so a message sent by `done` leaves within
-    /// microseconds of it, without a hop through a tokio worker. Clearing
-    /// the backoff ends the wait early, except in its last
-    /// [`WAKE_HANDOVER`].
-    pub async fn wait_then<F>(self: &Arc<Self>, done: F)
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        let mut done: crate::precise_sleep::Callback = Box::new(done);
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let Some(deadline) = self.deadline() else {
-                return done();
-            };
-            let handover = deadline.checked_sub(WAKE_HANDOVER);
-            if let Some(coarse) = handover.filter(|c| *c > Instant::now()) {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(coarse) => {}
-                    _ = &mut notified => {}
-                }
-                continue;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let me = Arc::clone(self);
-            crate::precise_sleep::call_at(
-                deadline.into_std(),
-                Box::new(move || {
-                    // Still backing off (the deadline moved): hand `done` back.
-                    let back = match me.deadline() {
-                        None => {
-                            done();
-                            None
-                        }
-                        Some(_) => Some(done),
-                    };
-                    let _ = tx.send(back);
-                }),
-            );
-            match rx.await {
-                Ok(Some(f)) => done = f,
-                _ => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_sleeps_until_deadline() {
-        let rl = RateLimiter::new();
-        let start = Instant::now();
-        rl.set_backoff(Duration::from_millis(300));
-        rl.wait().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn never_shortens_and_extends() {
@@ -298,17 +242,59 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c));
     }
 
+    #[test]
+    fn registry_keeps_only_limiters_in_use() {
+        let held = RateLimiter::for_key("http://held.test", "tml-held");
+        for i in 0..10_000 {
+            drop(RateLimiter::for_key(&format!("http://k{i}.test"), "tml-k"));
+        }
+        // Other tests of this binary may hold a few limiters meanwhile.
+        assert!(
+            RateLimiter::registry_entries() < 200,
+            "{} entries",
+            RateLimiter::registry_entries()
+        );
+        assert!(Arc::ptr_eq(
+            &held,
+            &RateLimiter::for_key("http://held.test/", "tml-held")
+        ));
+    }
+
+    #[test]
+    fn registry_keys_are_digests_not_the_api_key() {
+        let secret = "tml-registry-secret-0123456789";
+        let _l = RateLimiter::for_key("http://digest.test", secret);
+        let keys = RateLimiter::registry_keys();
+        let mut h = Sha256::new();
+        h.update(b"http://digest.test\0");
+        h.update(secret.as_bytes());
+        let want: Key = h.finalize().into();
+        assert!(
+            keys.contains(&want),
+            "no SHA-256 of url NUL key among {keys:?}"
+        );
+        for k in &keys {
+            assert!(!k
+                .windows(8)
+                .any(|w| secret.as_bytes().windows(8).any(|s| s == w)));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_probe_goes_first_after_a_backoff() {
         let rl = Arc::new(RateLimiter::new());
-        assert!(rl.wait_turn().await.is_none(), "never tripped: free");
+        assert!(
+            rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none(),
+            "never tripped: free"
+        );
         rl.set_backoff(Duration::from_millis(100));
         let probe = rl
-            .wait_turn()
+            .wait_turn(DEFAULT_PROBE_TIMEOUT)
             .await
             .expect("first after the backoff probes");
         let rl2 = rl.clone();
-        let follower = tokio::spawn(async move { rl2.wait_turn().await.is_none() });
+        let follower =
+            tokio::spawn(async move { rl2.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!follower.is_finished(), "waits behind the probe");
         probe.passed();
@@ -316,18 +302,18 @@ mod tests {
             follower.await.unwrap(),
             "released, with no probe of its own"
         );
-        assert!(rl.wait_turn().await.is_none());
+        assert!(rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_that_meets_a_429_puts_everyone_back_to_sleep() {
         let rl = Arc::new(RateLimiter::new());
         rl.set_backoff(Duration::from_millis(100));
-        let probe = rl.wait_turn().await.unwrap();
+        let probe = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.unwrap();
         let rl2 = rl.clone();
         let start = Instant::now();
         let follower = tokio::spawn(async move {
-            let p = rl2.wait_turn().await;
+            let p = rl2.wait_turn(DEFAULT_PROBE_TIMEOUT).await;
             (p.is_some(), Instant::now())
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -338,26 +324,47 @@ mod tests {
         assert!(at.duration_since(start) >= Duration::from_millis(200));
     }
 
-    #[tokio::test]
-    async fn wait_then_calls_at_the_deadline_and_follows_extensions() {
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_does_not_answer_hands_over_after_the_probe_timeout() {
+        let rl = RateLimiter::new();
+        let timeout = Duration::from_millis(2000);
+        rl.set_backoff(Duration::from_millis(100));
+        let stalled = rl.wait_turn(timeout).await.unwrap();
+        let taken = Instant::now();
+        let next = rl.wait_turn(timeout);
+        tokio::pin!(next);
+        tokio::select! {
+            _ = &mut next => panic!("went before the probe timed out"),
+            _ = tokio::time::sleep(Duration::from_millis(1999)) => {}
+        }
+        let second = next.await.expect("probes in the stalled one's place");
+        assert_eq!(taken.elapsed(), timeout);
+        // The stalled probe's late drop must not free the new probe's slot.
+        drop(stalled);
+        assert!(rl.probe_in_flight());
+        let third = rl.wait_turn(timeout);
+        tokio::pin!(third);
+        tokio::select! {
+            _ = &mut third => panic!("released while the new probe is out"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        second.passed();
+        assert!(third.await.is_none(), "released once the new probe passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_while_a_probe_is_out_survives_the_probe_passing() {
         let rl = Arc::new(RateLimiter::new());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let tx2 = tx.clone();
-        rl.wait_then(move || tx2.send(Instant::now()).unwrap())
-            .await;
-        assert!(rx.try_recv().is_ok(), "no backoff: called at once");
-        rl.set_backoff(Duration::from_millis(60));
-        let rl2 = rl.clone();
-        let waiter = tokio::spawn(async move {
-            rl2.wait_then(move || tx.send(Instant::now()).unwrap())
-                .await;
-        });
-        // Moved later long before the first deadline, whatever the load:
-        // the call must follow the new deadline.
-        let later = rl.set_backoff(Duration::from_millis(120));
-        waiter.await.unwrap();
-        let woke = rx.recv().unwrap();
-        assert!(woke >= later, "woke {:?} before the deadline", later - woke);
+        rl.set_backoff(Duration::from_millis(100));
+        let probe = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.unwrap();
+        // Another request, sent before the backoff, meets a 429 now.
+        let deadline = rl.set_backoff(Duration::from_millis(100));
+        probe.passed();
+        let p = rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await;
+        assert!(Instant::now() >= deadline);
+        assert!(p.is_some(), "the new backoff gets its own probe");
+        p.unwrap().passed();
+        assert!(rl.wait_turn(DEFAULT_PROBE_TIMEOUT).await.is_none());
     }
 
     #[test]

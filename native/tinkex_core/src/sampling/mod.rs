@@ -1,5 +1,5 @@
 //! One attempt of a sample: submit (`asample`) and poll (`retrieve_future`),
-//! exactly as `shared/PROTOCOL.md` describes.
+//! exactly as `docs/protocol.md` describes.
 //!
 //! The retry handler owns the attempts: it allocates a `seq_id` per
 //! attempt, calls [`run_attempt`], and on a retryable error sleeps and
@@ -15,9 +15,9 @@
 //!   pooled [`Endpoint`], the shared 429 [`RateLimiter`] of
 //!   `{base_url, api_key}`, the [`DispatchLimits`], the [`Timings`], the
 //!   [`QueueObserver`], the [`BillingWindow`], the in-flight response
-//!   [`BytesBudget`] and, when the server asks for it
-//!   (`sample_use_retrieve_futures`), the session pollers
-//!   ([`futures_poller`]) that replace per-request polling;
+//!   [`BytesBudget`], the dynamic config, the [`CancelAnnouncer`] and,
+//!   when the server asks for it (`sample_use_retrieve_futures`), the
+//!   session pollers ([`futures_poller`]) that replace per-request polling;
 //! - [`SampleSpec`]: what to sample;
 //! - [`SampleOutput`]: the result.
 //!
@@ -37,7 +37,10 @@
 
 use std::sync::Arc;
 
+use crate::cancel::CancelAnnouncer;
+use crate::dynamic_config::DynamicFlags;
 use crate::error::Error;
+use crate::handler::{Events, NoEvents};
 use crate::http::Endpoint;
 use crate::rate_limiter::RateLimiter;
 
@@ -86,6 +89,11 @@ pub struct SampleContext {
     /// The session pollers, when results are awaited through
     /// `retrieve_futures`; `None`: per-request polling.
     pub futures: Option<futures_poller::FuturesPollers>,
+    /// The server's dynamic config in force.
+    pub dynamic: Arc<DynamicFlags>,
+    /// Where abandoned samples are announced (announces nothing until
+    /// [`SampleContext::with_cancel`] connects a drain).
+    pub cancel: CancelAnnouncer,
 }
 
 impl SampleContext {
@@ -94,6 +102,7 @@ impl SampleContext {
     pub fn new(endpoint: Endpoint, sampling_session_id: &str) -> SampleContext {
         let limiter = RateLimiter::for_key(endpoint.base_url(), endpoint.api_key().expose());
         let timings = Timings::default();
+        let dynamic = Arc::new(DynamicFlags::default());
         SampleContext {
             endpoint,
             sampling_session_id: sampling_session_id.into(),
@@ -107,6 +116,8 @@ impl SampleContext {
             billing: Arc::new(BillingWindow::new()),
             response_budget: Arc::new(BytesBudget::new(DEFAULT_INFLIGHT_RESPONSE_BYTES)),
             futures: None,
+            cancel: CancelAnnouncer::detached(dynamic.clone()),
+            dynamic,
         }
     }
 
@@ -126,6 +137,14 @@ impl SampleContext {
     /// Uses these submission limits (e.g. [`DispatchLimits::from_flags`]).
     pub fn with_dispatch(mut self, dispatch: Arc<DispatchLimits>) -> SampleContext {
         self.dispatch = dispatch;
+        self
+    }
+
+    /// Announces abandoned samples through `announcer`, governed by its
+    /// flags (which become the context's dynamic config).
+    pub fn with_cancel(mut self, announcer: CancelAnnouncer) -> SampleContext {
+        self.dynamic = announcer.flags().clone();
+        self.cancel = announcer;
         self
     }
 
@@ -167,7 +186,8 @@ impl SampleContext {
 
 /// Runs one attempt of `spec` as `seq_id`: submit, then poll. The result's
 /// sequences carry the `sample_sequence_ids` of this attempt. Dropping the
-/// future cancels the attempt and returns its dispatch limits.
+/// future cancels the attempt and returns its dispatch limits; dropped
+/// while polling, it announces the future on `ctx.cancel`.
 ///
 /// An error's `retryable` says whether the handler may start a new attempt
 /// (with a new `seq_id`); errors from polling carry the `request_id`.
@@ -176,14 +196,29 @@ pub async fn run_attempt(
     spec: &SampleSpec,
     seq_id: u64,
 ) -> Result<SampleOutput, Error> {
-    let submitted = submit::submit(ctx, spec, seq_id).await?;
-    let mut out = match &ctx.futures {
+    run_attempt_with(ctx, spec, seq_id, &NoEvents).await
+}
+
+/// [`run_attempt`] reporting to `events` (the 429 backoffs it sets).
+pub async fn run_attempt_with(
+    ctx: &SampleContext,
+    spec: &SampleSpec,
+    seq_id: u64,
+    events: &dyn Events,
+) -> Result<SampleOutput, Error> {
+    let submitted = submit::submit(ctx, spec, seq_id, events).await?;
+    // From here until polling ends, the server works on this future: an
+    // attempt dropped meanwhile (cancel, deadline, watchdog) says so.
+    let abandoned = ctx.cancel.guard(&submitted.request_id);
+    let polled = match &ctx.futures {
         Some(pollers) => {
             futures_poller::await_result(ctx, pollers, spec.method, seq_id, &submitted.request_id)
-                .await?
+                .await
         }
-        None => poll::poll(ctx, spec.method, &submitted.request_id, None).await?,
+        None => poll::poll(ctx, spec.method, &submitted.request_id, None).await,
     };
+    abandoned.disarm();
+    let mut out = polled?;
     out.attach_sequence_ids(submitted.sequence_ids)?;
     Ok(out)
 }

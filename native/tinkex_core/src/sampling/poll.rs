@@ -1,5 +1,5 @@
 //! Poll: `POST /api/v1/retrieve_future` until the future resolves, row by
-//! row as `shared/PROTOCOL.md`'s poll table:
+//! row as the poll table of `docs/protocol.md`:
 //!
 //! | answer | action |
 //! |---|---|
@@ -11,10 +11,10 @@
 //! | 408 | record a `queue_state` in the body, poll again at once |
 //! | 5xx | poll again after 10 ms, doubling to 1 s (reset by a 2xx or 408) |
 //! | 429, connection error, timeout, 400 with an empty body | sleep `min(2^n, 30)` s, n = consecutive such errors |
-//! | 400 with a body | poll again at once, at most 3 times, then fail (not retryable) |
+//! | 400 with a body | poll again at once, at most 3 times, then fail (fatal: no new attempt) |
 //! | 402 | billing pause, as on submit |
 //! | 410 | fail as `Expired` (retryable: a new attempt with a new seq_id) |
-//! | other 4xx | fail (not retryable) |
+//! | other 4xx | fail (fatal: no new attempt, whatever the retry rule says of the status) |
 //! | malformed JSON or protobuf | decode error (not retryable) |
 //!
 //! The reserved bytes are held until the poll ends: the result is decoded,
@@ -197,7 +197,7 @@ pub(crate) async fn poll(
             }
             400 if bad_requests < MAX_BAD_REQUEST_RETRIES => bad_requests += 1,
             400 => {
-                let mut e = reply.to_error().with_request_id(request_id);
+                let mut e = reply.to_error().with_request_id(request_id).into_fatal();
                 e.message = format!(
                     "Error retrieving result: {} (status 400) for request {request_id} — exceeded {MAX_BAD_REQUEST_RETRIES} retries",
                     reply.detail()
@@ -217,14 +217,14 @@ pub(crate) async fn poll(
                 return Err(e);
             }
             _ => {
-                let mut e = reply.to_error().with_request_id(request_id);
+                // The SDK fails these polls for good, whatever the status
+                // (a 409 here is not the retryable 409 of a submit), and
+                // so does every layer above: fatal.
+                let mut e = reply.to_error().with_request_id(request_id).into_fatal();
                 e.message = format!(
                     "Error retrieving result: {} with status {code} for request {request_id}",
                     reply.detail()
                 );
-                // The SDK fails these polls for good, whatever the status
-                // (a 409 here is not the retryable 409 of a submit).
-                e.retryable = false;
                 return Err(e);
             }
         }

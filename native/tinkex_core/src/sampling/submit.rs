@@ -18,7 +18,8 @@
 //! at once on the first success — the thundering herd the backoff exists
 //! to prevent (the Python SDK never clears it either). When it expires,
 //! one probe request goes first and the others follow only once it got an
-//! answer other than 429 ([`crate::rate_limiter::RateLimiter::wait_turn`]).
+//! answer other than 429, or until it has been out `probe_timeout`
+//! ([`crate::rate_limiter::RateLimiter::wait_turn`]).
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use super::SampleContext;
 use super::SampleSpec;
 use crate::error::{Error, ErrorKind};
+use crate::handler::Events;
 use crate::http::{names, IdempotencyKey, Reply};
 use crate::wire::AsampleAnswer;
 
@@ -80,11 +82,13 @@ pub(crate) struct Submitted {
 }
 
 /// Submits `spec` as attempt `seq_id`, holding the dispatch limits only
-/// for the duration of this function.
+/// for the duration of this function; `events` hears of every backoff a
+/// 429 sets.
 pub(crate) async fn submit(
     ctx: &SampleContext,
     spec: &SampleSpec,
     seq_id: u64,
+    events: &dyn Events,
 ) -> Result<Submitted, Error> {
     let t = &ctx.timings;
     let bytes = spec.estimated_bytes();
@@ -102,7 +106,7 @@ pub(crate) async fn submit(
     loop {
         // Held until the end of this turn: on a 429 the new backoff is set
         // before the probe is released.
-        let mut probe = ctx.limiter.wait_turn().await;
+        let mut probe = ctx.limiter.wait_turn(t.probe_timeout).await;
         let rb = ctx
             .endpoint
             .post_url(ctx.endpoint.asample_url(), &key, sends)
@@ -131,6 +135,7 @@ pub(crate) async fn submit(
                 let deadline = ctx.limiter.set_backoff(d);
                 ctx.dispatch
                     .note_backoff(deadline, t.dispatch_recent_window);
+                events.backoff_set(deadline.saturating_duration_since(Instant::now()));
             }
             Step::Billing(reply) => {
                 if !ctx.billing.on_402(&reply.detail(), t, &ctx.observer) {

@@ -1,5 +1,5 @@
 //! Every delay and timeout of one attempt, in one place, so tests can
-//! shrink them. The defaults are the protocol's (`shared/PROTOCOL.md`).
+//! shrink them. The defaults are the protocol's (`docs/protocol.md`).
 
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ use std::time::Duration;
 /// | `futures_poll_timeout` | 45 s | HTTP timeout of one waiting `retrieve_futures` long poll |
 /// | `futures_ack_timeout` | 5 s | HTTP timeout of one ack-only `retrieve_futures` poll |
 /// | `futures_retry` | 1 s | sleep after a retryable `retrieve_futures` failure (fixed, no backoff) |
+/// | `cancel_timeout` | 30 s | HTTP timeout of one `cancel_future` |
+/// | `min_config_refresh` | 10 s | the dynamic config is re-read at most this often |
+/// | `probe_timeout` | 3 s | after a 429 backoff, the next probe goes once the last has been out this long unanswered |
 ///
 /// ```
 /// use std::time::Duration;
@@ -75,6 +78,13 @@ pub struct Timings {
     pub futures_ack_timeout: Duration,
     /// Sleep after a retryable `retrieve_futures` failure.
     pub futures_retry: Duration,
+    /// HTTP timeout of one `cancel_future`.
+    pub cancel_timeout: Duration,
+    /// Shortest period of the dynamic config refresh.
+    pub min_config_refresh: Duration,
+    /// How long one probe request after a 429 backoff may hold back every
+    /// other submit of the key before the next probe goes.
+    pub probe_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -99,6 +109,9 @@ impl Default for Timings {
             futures_poll_timeout: Duration::from_secs(45),
             futures_ack_timeout: Duration::from_secs(5),
             futures_retry: Duration::from_secs(1),
+            cancel_timeout: Duration::from_secs(30),
+            min_config_refresh: crate::dynamic_config::MIN_REFRESH,
+            probe_timeout: crate::rate_limiter::DEFAULT_PROBE_TIMEOUT,
         }
     }
 }

@@ -249,6 +249,9 @@ pub fn fast() -> Timings {
         futures_poll_timeout: ms(2000),
         futures_ack_timeout: ms(2000),
         futures_retry: ms(20),
+        cancel_timeout: ms(2000),
+        min_config_refresh: ms(50),
+        probe_timeout: ms(500),
     }
 }
 

@@ -13,6 +13,9 @@ folder describes the views and the differences.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import concurrent.futures
 import json
 import os
 import queue
@@ -122,13 +125,18 @@ def sdk_error(e: BaseException) -> dict:
         out["kind"] = "expired"
     elif isinstance(e, json.JSONDecodeError):
         out["kind"] = "decode"
+    elif isinstance(e, ValueError) and (m := re.search(r"^Error retrieving result: .* with status (\d+) ", str(e))):
+        # A poll status the SDK gives up on, wrapped in a ValueError.
+        out.update(kind="http", status=int(m.group(1)))
     elif isinstance(e, tinker.TinkerError) and "retrieve_futures polling failed" in str(e):
         # The SDK's poller wraps the status error it stopped on in a
         # message; this client reports that status error itself.
         status = next((s for name, s in SDK_STATUS_ERRORS.items() if f": {name}:" in str(e)), None)
         out.update(kind="http" if status else "poller_failed", status=status)
-    elif isinstance(e, TimeoutError):
+    elif isinstance(e, (TimeoutError, concurrent.futures.TimeoutError)):
         out["kind"] = "timeout"
+    elif isinstance(e, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+        out["kind"] = "cancelled"
     else:
         out["kind"] = "other:" + type(e).__name__
     return out
@@ -180,7 +188,7 @@ def run_sdk(sim, case: dict, flags: dict) -> dict:
         t0 = time.monotonic()
         try:
             out = {"op": op, "ok": fn()}
-        except Exception as e:  # every outcome is data here
+        except (Exception, asyncio.CancelledError) as e:  # every outcome is data here
             out = {"op": op, "error": sdk_error(e)}
         out["elapsed_s"] = time.monotonic() - t0
         return out
@@ -209,13 +217,47 @@ def run_sdk(sim, case: dict, flags: dict) -> dict:
 
 
 def sdk_prompt(step: dict):
-    return types.ModelInput.from_ints(step.get("prompt", PROMPT))
+    """A list of token ids, or of chunks in the SDK's JSON form."""
+    prompt = step.get("prompt", PROMPT)
+    if all(isinstance(t, int) for t in prompt):
+        return types.ModelInput.from_ints(prompt)
+    chunks = []
+    for c in prompt:
+        if c["type"] == "encoded_text":
+            chunks.append(types.EncodedTextChunk(tokens=c["tokens"]))
+        elif c["type"] == "image":
+            chunks.append(
+                types.ImageChunk(
+                    data=base64.b64decode(c["data"]), format=c["format"], expected_tokens=c.get("expected_tokens")
+                )
+            )
+        elif c["type"] == "image_asset_pointer":
+            chunks.append(
+                types.ImageAssetPointerChunk(
+                    location=c["location"], format=c["format"], expected_tokens=c.get("expected_tokens")
+                )
+            )
+        else:
+            raise ValueError(f"unknown chunk type {c['type']!r}")
+    return types.ModelInput(chunks=chunks)
+
+
+def sdk_wait(future, step: dict):
+    """`timeout_ms`: the SDK's own deadline that cancels, `result_async(timeout)`
+    (its sync `result(timeout)` leaves the request running)."""
+    if "timeout_ms" not in step:
+        return future.result(timeout=60)
+
+    async def wait():
+        return await future.result_async(timeout=step["timeout_ms"] / 1000)
+
+    return asyncio.run(wait())
 
 
 def sdk_step(sim, step: dict, clients: dict, service):
     op = step["op"]
     client = clients.get(step.get("on", "main"))
-    if op == "sample":
+    if op in ("sample", "sample_then_cancel"):
         params = types.SamplingParams(
             max_tokens=step.get("max_tokens", 5),
             temperature=step.get("temperature", 1.0),
@@ -224,16 +266,19 @@ def sdk_step(sim, step: dict, clients: dict, service):
             seed=step.get("seed"),
             stop=step.get("stop"),
         )
-        r = client.sample(
+        future = client.sample(
             prompt=sdk_prompt(step),
             num_samples=step.get("num_samples", 2),
             sampling_params=params,
             include_prompt_logprobs=step.get("include_prompt_logprobs", False),
             topk_prompt_logprobs=step.get("topk_prompt_logprobs", 0),
-        ).result(timeout=60)
-        return sdk_response(r)
+        )
+        if op == "sample_then_cancel":
+            time.sleep(step["after_ms"] / 1000)
+            future.future().cancel()
+        return sdk_response(sdk_wait(future, step))
     if op == "compute_logprobs":
-        return {"prompt_logprobs": client.compute_logprobs(sdk_prompt(step)).result(timeout=60)}
+        return {"prompt_logprobs": sdk_wait(client.compute_logprobs(sdk_prompt(step)), step)}
     if op == "clone":
         clients["clone"] = tinker.SamplingClient.from_sampler_handle(
             clients["main"].get_sampler_handle(), api_key=KEY
@@ -479,9 +524,14 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
         for h, v in futs[0]["headers"].items():
             if h not in IGNORED_HEADERS and h != "accept":
                 out[f"retrieve_futures[0].headers.{h}"] = "<present>" if h in PRESENCE_HEADERS else v
-    out["cancel_future.seqs"] = sorted(
-        str(rn.seq(e["seq_id"])) for e in entries if e["endpoint"] == "cancel_future"
-    )
+    cancels = [e for e in entries if e["endpoint"] == "cancel_future"]
+    out["cancel_future.seqs"] = sorted(str(rn.seq(e["seq_id"])) for e in cancels)
+    out["cancel_future.outcomes"] = sorted(str(entry_outcome(e)) for e in cancels)
+    if cancels:
+        flatten("cancel_future[0].body", rn.value(cancels[0]["body"]), out)
+        for h, v in cancels[0]["headers"].items():
+            if h not in IGNORED_HEADERS and h != "accept":
+                out[f"cancel_future[0].headers.{h}"] = "<present>" if h in PRESENCE_HEADERS else v
 
     # Outcomes, each checked against the simulator's deterministic results.
     expected_cache: dict[int, dict] = {}
@@ -493,7 +543,7 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
 
     created = [e for e in asamples if e["status"] == 200]
     for i, r in enumerate(raw["steps"]):
-        if r["op"] in ("sample", "compute_logprobs"):
+        if r["op"] in ("sample", "sample_then_cancel", "compute_logprobs"):
             # how long the caller waited: compared like a gap
             out[f"gaps.step[{i}].elapsed"] = round(r["elapsed_s"], 3)
         if "error" in r:
@@ -501,8 +551,8 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
             desc = f"error {err['kind']}"
             if err.get("category"):
                 desc += f" {err['category']}"
-            if err.get("status"):
-                desc += f" {err['status']}"
+            if err["kind"] == "http":
+                desc += f" {err.get('status')}"
             out[f"step[{i}].outcome"] = desc
             if i > 0 and "error_text" in case["steps"][i - 1]:
                 out[f"step[{i}].error_mentions_server_text"] = (

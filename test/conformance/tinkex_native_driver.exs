@@ -21,7 +21,13 @@
 defmodule Conformance.NativeDriver do
   alias TinkexNative.SamplingClient, as: SC
   alias TinkexNative.Test.{JSON, TinkerSim}
-  alias TinkexNative.Types.{ModelInput, SamplingParams}
+  alias TinkexNative.Types.{
+    EncodedTextChunk,
+    ImageAssetPointerChunk,
+    ImageChunk,
+    ModelInput,
+    SamplingParams
+  }
 
   @key "tml-conformance"
   @model "Qwen/Qwen3-8B"
@@ -195,28 +201,59 @@ defmodule Conformance.NativeDriver do
 
   defp step(%{"op" => "sample"} = s, state) do
     with_client(s, state, fn pid ->
-      params = %SamplingParams{
-        max_tokens: Map.get(s, "max_tokens", 5),
-        temperature: Map.get(s, "temperature", 1.0),
-        top_k: Map.get(s, "top_k", -1),
-        top_p: Map.get(s, "top_p", 1.0),
-        seed: s["seed"],
-        stop: s["stop"]
-      }
+      await(SC.sample(pid, prompt(s), params(s), sample_opts(s)), &sample_response/1)
+    end)
+  end
 
-      opts =
-        [num_samples: Map.get(s, "num_samples", 2)] ++
-          if(s["include_prompt_logprobs"], do: [include_prompt_logprobs: true], else: []) ++
-          if(s["topk_prompt_logprobs"], do: [topk_prompt_logprobs: s["topk_prompt_logprobs"]], else: [])
+  # sample_async/4, then cancel/2 after `after_ms`: the one message the
+  # caller gets is the outcome.
+  defp step(%{"op" => "sample_then_cancel"} = s, state) do
+    with_client(s, state, fn pid ->
+      case SC.sample_async(pid, prompt(s), params(s), sample_opts(s)) do
+        {:ok, ref} ->
+          Process.sleep(Map.fetch!(s, "after_ms"))
+          _ = SC.cancel(pid, ref)
 
-      await(SC.sample(pid, prompt(s), params, opts), &sample_response/1)
+          receive do
+            {:tinkex_sample, ^ref, {:ok, r}} -> %{"ok" => sample_response(r)}
+            {:tinkex_sample, ^ref, {:error, e}} -> %{"error" => error(e)}
+          after
+            @await_ms -> %{"error" => %{"kind" => "driver_timeout", "message" => "no message"}}
+          end
+
+        {:error, e} ->
+          %{"error" => error(e)}
+      end
     end)
   end
 
   defp step(%{"op" => "compute_logprobs"} = s, state) do
     with_client(s, state, fn pid ->
-      await(SC.compute_logprobs(pid, prompt(s)), &%{"prompt_logprobs" => &1})
+      opts = if t = s["timeout_ms"], do: [timeout: t], else: []
+      await(SC.compute_logprobs(pid, prompt(s), opts), &%{"prompt_logprobs" => &1})
     end)
+  end
+
+  defp params(s) do
+    %SamplingParams{
+      max_tokens: Map.get(s, "max_tokens", 5),
+      temperature: Map.get(s, "temperature", 1.0),
+      top_k: Map.get(s, "top_k", -1),
+      top_p: Map.get(s, "top_p", 1.0),
+      seed: s["seed"],
+      stop: s["stop"]
+    }
+  end
+
+  defp sample_opts(s) do
+    [num_samples: Map.get(s, "num_samples", 2)] ++
+      for {key, opt} <- [
+            {"include_prompt_logprobs", :include_prompt_logprobs},
+            {"topk_prompt_logprobs", :topk_prompt_logprobs},
+            {"timeout_ms", :timeout}
+          ],
+          Map.has_key?(s, key),
+          do: {opt, s[key]}
   end
 
   defp step(%{"op" => "clone"}, state) do
@@ -269,7 +306,22 @@ defmodule Conformance.NativeDriver do
     {Map.put(result, "op", s["op"]), state}
   end
 
-  defp prompt(s), do: ModelInput.from_ints(Map.get(s, "prompt", @prompt))
+  # A list of token ids, or of chunks in the SDK's JSON form (images with
+  # base64 `data`).
+  defp prompt(s) do
+    case Map.get(s, "prompt", @prompt) do
+      [id | _] = ids when is_integer(id) -> ModelInput.from_ints(ids)
+      chunks -> %ModelInput{chunks: Enum.map(chunks, &chunk/1)}
+    end
+  end
+
+  defp chunk(%{"type" => "encoded_text", "tokens" => tokens}), do: %EncodedTextChunk{tokens: tokens}
+
+  defp chunk(%{"type" => "image", "data" => data, "format" => format} = c),
+    do: %ImageChunk{data: Base.decode64!(data), format: format, expected_tokens: c["expected_tokens"]}
+
+  defp chunk(%{"type" => "image_asset_pointer", "location" => location, "format" => format} = c),
+    do: %ImageAssetPointerChunk{location: location, format: format, expected_tokens: c["expected_tokens"]}
 
   defp await({:ok, task}, ok) do
     case Task.await(task, @await_ms) do

@@ -78,6 +78,9 @@ PRESENCE_HEADERS = {"x-sdk-version", "x-idempotency-key"}
 
 GAP_AT_ONCE_S = 0.25
 
+# SDK futures a case stopped waiting for but did not cancel.
+PENDING: list = []
+
 SDK_STATUS_ERRORS = {
     "BadRequestError": 400,
     "AuthenticationError": 401,
@@ -92,6 +95,28 @@ SDK_STATUS_ERRORS = {
 def load_table() -> dict:
     with open(HERE / "cases.json") as f:
         return json.load(f)
+
+
+def check_table(table: dict) -> list[str]:
+    """The table's own faults: a difference no case asserts, or one the
+    READMEs do not list (test/conformance/README.md lists every one, the
+    top-level README.md the ones on purpose)."""
+    problems = []
+    used = {d for c in table["cases"] for d in c.get("differences", {})}
+    readme = (HERE / "README.md").read_text()
+    top = (HERE.parents[1] / "README.md").read_text()
+    for did, d in table["differences"].items():
+        if did not in used and not d.get("all_cases"):
+            problems.append(f"difference {did}: no case asserts it")
+        if f"`{did}`" not in readme:
+            problems.append(f"difference {did}: not in test/conformance/README.md")
+        if d["kind"] == "on purpose" and f"`{did}`" not in top:
+            problems.append(f"difference {did}: not in README.md")
+    for c in table["cases"]:
+        for s in c["settings"]:
+            if s not in table["settings"]:
+                problems.append(f"case {c['name']}: unknown setting {s!r}")
+    return problems
 
 
 def case_scenario(case: dict, flags: dict) -> dict:
@@ -208,12 +233,18 @@ def run_sdk(sim, case: dict, flags: dict) -> dict:
         mark(sim, i, step["op"])
         results.append(timed(step["op"], lambda: sdk_step(sim, step, clients, service)))
     mark(sim, len(steps) + 1, "end")
+    cancel_pending()
     if service is not None and "closed" not in clients:
         try:
             service.close("success").result(timeout=30)
         except Exception:
             pass
     return {"steps": results}
+
+
+def cancel_pending() -> None:
+    while PENDING:
+        PENDING.pop().future().cancel()
 
 
 def sdk_prompt(step: dict):
@@ -243,10 +274,17 @@ def sdk_prompt(step: dict):
 
 
 def sdk_wait(future, step: dict):
-    """`timeout_ms`: the SDK's own deadline that cancels, `result_async(timeout)`
-    (its sync `result(timeout)` leaves the request running)."""
+    """`timeout_ms`: the SDK's deadline that cancels, `result_async(timeout)`;
+    with `"sdk_timeout": "result"` its sync `result(timeout)`, which leaves
+    the request running."""
     if "timeout_ms" not in step:
         return future.result(timeout=60)
+    if step.get("sdk_timeout") == "result":
+        try:
+            return future.result(timeout=step["timeout_ms"] / 1000)
+        except concurrent.futures.TimeoutError:
+            PENDING.append(future)  # still running: cancel_pending ends it
+            raise
 
     async def wait():
         return await future.result_async(timeout=step["timeout_ms"] / 1000)
@@ -291,6 +329,10 @@ def sdk_step(sim, step: dict, clients: dict, service):
     if op == "sleep":
         time.sleep(step["ms"] / 1000)
         return {}
+    if op == "cancel_pending":
+        n = len(PENDING)
+        cancel_pending()
+        return {"cancelled": n}
     if op == "scenario":
         sim.scenario(step["patch"])
         return {}
@@ -442,13 +484,21 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
     out: dict = {}
     problems: list[str] = []
 
-    # Steps: each request belongs to the last mark before it.
+    # Steps: each request belongs to the last mark before it. What arrives
+    # before the first mark or after the last (cleanup) is not compared, nor
+    # what names another session than this run's (an earlier case's SDK
+    # futures may still be polling).
+    n_steps = len(case.get("steps", [])) + 1
+    own = own_session(raw)
     step_of, step, entries = {}, None, []
     for e in log:
         if e["endpoint"] == "healthz" and isinstance(e["body"], dict) and "conformance_step" in e["body"]:
             step = e["body"]["conformance_step"]
             continue
-        if e["endpoint"] in IGNORED or step is None:
+        if e["endpoint"] in IGNORED or step is None or step >= n_steps:
+            continue
+        named = set(re.findall(r"sim-session-\d+", json.dumps(e["body"])))
+        if own is not None and named - {own}:
             continue
         step_of[e["seq"]] = step
         entries.append(e)
@@ -457,13 +507,11 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
     sessions = set(rn.sessions)
 
     def ours(e: dict) -> bool:
-        # An earlier case's SDK poller may still be polling its session.
         target = (e["body"] or {}).get("target", {}) if isinstance(e["body"], dict) else {}
         ssid = target.get("sampling_session_id", "")
         return any(ssid.startswith(s + ":") for s in sessions)
 
-    n_steps = len(case.get("steps", [])) + 1
-    calls = {i: [] for i in range(n_steps + 1)}
+    calls = {i: [] for i in range(n_steps)}
     per_endpoint: dict[str, int] = {}
     times: dict[str, list[float]] = {}
     collapse = case.get("collapse_held_polls", False)
@@ -491,11 +539,9 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
                     continue
                 out[f"{ep}[{k}].headers.{h}"] = "<present>" if h in PRESENCE_HEADERS else v
             times.setdefault(ep, []).append(e["t_us"] / 1e6)
-    for i in range(n_steps + 1):
-        name = "start" if i == 0 else ("end" if i == n_steps else case["steps"][i - 1]["op"])
+    for i in range(n_steps):
         out[f"step[{i}].calls"] = calls[i]
-        if i < n_steps:
-            out[f"step[{i}].op"] = name
+        out[f"step[{i}].op"] = "start" if i == 0 else case["steps"][i - 1]["op"]
     for ep in ("asample", "retrieve_future"):
         for k, (a, b) in enumerate(zip(times.get(ep, []), times.get(ep, [])[1:])):
             out[f"gaps.{ep}[{k}]"] = round(b - a, 3)
@@ -577,6 +623,13 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
     return out, problems
 
 
+def own_session(raw: dict) -> str | None:
+    """The session of the run's first client (`sim-session-N`)."""
+    start = raw["steps"][0].get("ok") or {}
+    m = re.match(r"sim-session-\d+", start.get("sampling_session_id") or "")
+    return m.group(0) if m else None
+
+
 def matches_sample(got: dict, want: dict) -> bool:
     if len(got["sequences"]) != len(want["sequences"]):
         return False
@@ -615,6 +668,8 @@ def meets(value, expect: dict) -> bool:
         return value == MISSING
     if "present" in expect:
         return value != MISSING
+    if "one_of" in expect:
+        return value in expect["one_of"]
     raise ValueError(f"unknown expectation {expect}")
 
 

@@ -735,10 +735,24 @@ def run_compare_cases(sim: Sim, args) -> tuple[int, int]:
     if not selected:
         return 0, 0
     passed = failed = 0
+    problems = compare.check_table(table)
+    if problems:
+        failed += 1
+        print("FAIL compare cases.json", flush=True)
+        for p in problems:
+            print("   ", p)
+    else:
+        passed += 1
+        print(f"ok   compare cases.json ({len(table['differences'])} differences, all documented)", flush=True)
     # The two clients run side by side, each against a simulator of its own
     # (same binary, same flags), so a case takes the longer of the two runs.
     native_sim = Sim(args.bin, hold_ms=500)
-    native = compare.NativeDriver(ROOT)
+    try:
+        native = compare.NativeDriver(ROOT)
+    except OSError as e:
+        native_sim.stop()
+        print(f"FAIL compare: tinkex_native_driver.exs could not start (mix run): {e}", flush=True)
+        return passed, failed + len(selected)
     try:
         for case, setting in selected:
             flags = table["settings"][setting]

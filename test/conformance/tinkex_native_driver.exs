@@ -21,6 +21,7 @@
 defmodule Conformance.NativeDriver do
   alias TinkexNative.SamplingClient, as: SC
   alias TinkexNative.Test.{JSON, TinkerSim}
+
   alias TinkexNative.Types.{
     EncodedTextChunk,
     ImageAssetPointerChunk,
@@ -44,7 +45,13 @@ defmodule Conformance.NativeDriver do
     argv = if match?(["--" | _], argv), do: tl(argv), else: argv
 
     case OptionParser.parse!(argv,
-           strict: [serve: :boolean, case: :string, setting: :string, base_url: :string, log: :boolean]
+           strict: [
+             serve: :boolean,
+             case: :string,
+             setting: :string,
+             base_url: :string,
+             log: :boolean
+           ]
          ) do
       {[serve: true], []} ->
         serve(table)
@@ -175,8 +182,10 @@ defmodule Conformance.NativeDriver do
         session = SC.session(pid)
         client = %{pid: pid, session: session}
 
-        {%{"op" => "start_" <> name, "ok" => %{"sampling_session_id" => session.sampling_session_id}},
-         %{state | clients: Map.put(state.clients, name, client), order: [name | state.order]}}
+        {%{
+           "op" => "start_" <> name,
+           "ok" => %{"sampling_session_id" => session.sampling_session_id}
+         }, %{state | clients: Map.put(state.clients, name, client), order: [name | state.order]}}
 
       {:error, e} ->
         {%{"op" => "start_" <> name, "error" => error(e)}, state}
@@ -234,28 +243,6 @@ defmodule Conformance.NativeDriver do
     end)
   end
 
-  defp params(s) do
-    %SamplingParams{
-      max_tokens: Map.get(s, "max_tokens", 5),
-      temperature: Map.get(s, "temperature", 1.0),
-      top_k: Map.get(s, "top_k", -1),
-      top_p: Map.get(s, "top_p", 1.0),
-      seed: s["seed"],
-      stop: s["stop"]
-    }
-  end
-
-  defp sample_opts(s) do
-    [num_samples: Map.get(s, "num_samples", 2)] ++
-      for {key, opt} <- [
-            {"include_prompt_logprobs", :include_prompt_logprobs},
-            {"topk_prompt_logprobs", :topk_prompt_logprobs},
-            {"timeout_ms", :timeout}
-          ],
-          Map.has_key?(s, key),
-          do: {opt, s[key]}
-  end
-
   defp step(%{"op" => "clone"}, state) do
     %{session: %{sampling_session_id: ssid}} = Map.fetch!(state.clients, "main")
     {result, state} = start_client(state, "clone", sampling_session_id: ssid)
@@ -264,13 +251,19 @@ defmodule Conformance.NativeDriver do
 
   defp step(%{"op" => "close"}, state) do
     # Clones first: the session belongs to the client that created it.
-    {%{"op" => "close", "ok" => %{"stopped" => stop_all(state)}}, %{state | clients: %{}, order: []}}
+    {%{"op" => "close", "ok" => %{"stopped" => stop_all(state)}},
+     %{state | clients: %{}, order: []}}
   end
 
   defp step(%{"op" => "sleep", "ms" => ms}, state) do
     Process.sleep(ms)
     {%{"op" => "sleep", "ok" => %{}}, state}
   end
+
+  # The SDK's driver cancels here the futures it stopped waiting for; every
+  # sample of this driver has ended (a `timeout:` cancels its own sample).
+  defp step(%{"op" => "cancel_pending"}, state),
+    do: {%{"op" => "cancel_pending", "ok" => %{"cancelled" => 0}}, state}
 
   defp step(%{"op" => "scenario", "patch" => patch}, state) do
     {:ok, _} = TinkerSim.set_scenario(state.sim, patch)
@@ -294,6 +287,28 @@ defmodule Conformance.NativeDriver do
     end
   end
 
+  defp params(s) do
+    %SamplingParams{
+      max_tokens: Map.get(s, "max_tokens", 5),
+      temperature: Map.get(s, "temperature", 1.0),
+      top_k: Map.get(s, "top_k", -1),
+      top_p: Map.get(s, "top_p", 1.0),
+      seed: s["seed"],
+      stop: s["stop"]
+    }
+  end
+
+  defp sample_opts(s) do
+    [num_samples: Map.get(s, "num_samples", 2)] ++
+      for {key, opt} <- [
+            {"include_prompt_logprobs", :include_prompt_logprobs},
+            {"topk_prompt_logprobs", :topk_prompt_logprobs},
+            {"timeout_ms", :timeout}
+          ],
+          Map.has_key?(s, key),
+          do: {opt, s[key]}
+  end
+
   defp with_client(s, state, fun) do
     name = Map.get(s, "on", "main")
 
@@ -315,13 +330,22 @@ defmodule Conformance.NativeDriver do
     end
   end
 
-  defp chunk(%{"type" => "encoded_text", "tokens" => tokens}), do: %EncodedTextChunk{tokens: tokens}
+  defp chunk(%{"type" => "encoded_text", "tokens" => tokens}),
+    do: %EncodedTextChunk{tokens: tokens}
 
   defp chunk(%{"type" => "image", "data" => data, "format" => format} = c),
-    do: %ImageChunk{data: Base.decode64!(data), format: format, expected_tokens: c["expected_tokens"]}
+    do: %ImageChunk{
+      data: Base.decode64!(data),
+      format: format,
+      expected_tokens: c["expected_tokens"]
+    }
 
   defp chunk(%{"type" => "image_asset_pointer", "location" => location, "format" => format} = c),
-    do: %ImageAssetPointerChunk{location: location, format: format, expected_tokens: c["expected_tokens"]}
+    do: %ImageAssetPointerChunk{
+      location: location,
+      format: format,
+      expected_tokens: c["expected_tokens"]
+    }
 
   defp await({:ok, task}, ok) do
     case Task.await(task, @await_ms) do

@@ -1,9 +1,9 @@
 """The official SDK and tinkex_native, driven through the same cases, and
 their wire logs compared.
 
-Every case of cases.json runs once per flag setting with each client against
-the same simulator: the SDK here (`run_sdk`), this project's client through
-tinkex_native_driver.exs (`NativeDriver`). Each run's `/_sim/log` and
+Every case of cases.json runs once per flag setting with each client, side
+by side, each against a simulator of its own: the SDK here (`run_sdk`),
+this project's client through tinkex_native_driver.exs (`NativeDriver`). Each run's `/_sim/log` and
 outcomes become a flat *view* (`view`): path -> value, with what
 legitimately varies normalised away. The two views must be equal path by
 path, except the paths a documented difference of cases.json names: those
@@ -48,14 +48,14 @@ FOREGROUND = {
     "retrieve_future",
     "sessions/finish",
 }
-# Compared as a summary, not per step: they run on background tasks whose
-# timing relative to the step marks varies (see README.md).
-BACKGROUND = {"retrieve_futures", "cancel_future"}
+# retrieve_futures and cancel_future are compared as summaries, not per
+# step: background tasks send them, at times relative to the step marks
+# that vary (README.md, "What is compared").
 # Not compared at all: telemetry (the SDK's own event upload), heartbeats
 # (every 10 s, so timing-dependent), and the step marks themselves.
 IGNORED = {"telemetry", "session_heartbeat", "healthz"}
 
-# Headers not compared (README.md, "Headers"). Everything else a request
+# Headers not compared (README.md, "What is compared"). Everything else a request
 # carries is compared by name and value.
 IGNORED_HEADERS = {
     "host",
@@ -102,7 +102,7 @@ def check_table(table: dict) -> list[str]:
     READMEs do not list (test/conformance/README.md lists every one, the
     top-level README.md the ones on purpose)."""
     problems = []
-    used = {d for c in table["cases"] for d in c.get("differences", {})}
+    used = {d for c in table["cases"] for d, checks in c.get("differences", {}).items() if checks}
     readme = (HERE / "README.md").read_text()
     top = (HERE.parents[1] / "README.md").read_text()
     for did, d in table["differences"].items():

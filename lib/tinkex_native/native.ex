@@ -65,7 +65,9 @@ defmodule TinkexNative.Native do
   def handler_progress(_handler), do: err()
 
   # Sessions and sampling
-  def session_open(_base_url, _api_key, _version, _model, _ref), do: err()
+  def session_open(_base_url, _api_key, _version, _model, _session_id, _seq_id, _ref),
+    do: err()
+
   def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()

@@ -20,6 +20,11 @@ defmodule TinkexNative.SamplingClient do
     * one of `:sampling_session_id` (an existing sampling session),
       `:base_model` or `:model_path` (`"tinker://..."`; these create a
       session and a sampling session).
+    * `:session_id` - an existing session to create the sampling session
+      in. Its owner keeps it alive: the client then creates no session
+      and sends no heartbeats.
+    * `:sampling_session_seq_id` - the number of the sampling session in
+      its session (default 0; with `:base_model` or `:model_path` only).
     * `:retry_config` - a `%TinkexNative.RetryConfig{}` or its options. When
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
@@ -73,7 +78,7 @@ defmodule TinkexNative.SamplingClient do
 
   @doc """
   Starts a client: validates the options, reads the server's flags,
-  creates the session (unless given `:sampling_session_id`) and publishes
+  creates the session (unless given `:session_id` or `:sampling_session_id`) and publishes
   the native handles. Returns `{:ok, pid}`, or `{:error, %ArgumentError{}}`
   for a bad option and `{:error, %TinkexNative.Error{}}` when the service
   refused; in both cases no process is left behind.
@@ -199,8 +204,9 @@ defmodule TinkexNative.SamplingClient do
   defp queue_state(_), do: :unknown
 
   @doc """
-  The sampling session id and (when this client created it) the session
-  id.
+  The sampling session id and the session id (the given `:session_id`,
+  else the one this client created; `nil` for a given
+  `:sampling_session_id` alone).
   """
   @spec session(client()) :: %{sampling_session_id: String.t(), session_id: String.t() | nil}
   def session(client) do
@@ -299,7 +305,15 @@ defmodule TinkexNative.SamplingClient do
   def init(o) do
     ref = make_ref()
 
-    case Native.session_open(o.base_url, o.api_key.(), @version, o.model, ref) do
+    case Native.session_open(
+           o.base_url,
+           o.api_key.(),
+           @version,
+           o.model,
+           o.session_id,
+           o.sampling_session_seq_id,
+           ref
+         ) do
       :ok ->
         await_session(o, ref)
 
@@ -352,7 +366,15 @@ defmodule TinkexNative.SamplingClient do
         }
 
         ClientTable.put(self(), handle)
-        state = %{opts: o, handle: handle, heartbeat: nil, failing_since: nil}
+
+        state = %{
+          opts: o,
+          handle: handle,
+          heartbeat: nil,
+          failing_since: nil,
+          beats?: opened.created_session
+        }
+
         {:ok, schedule_heartbeat(state)}
 
       {:error, message} ->
@@ -370,7 +392,8 @@ defmodule TinkexNative.SamplingClient do
     |> RetryConfig.new!()
   end
 
-  defp schedule_heartbeat(%{handle: %{session_id: nil}} = s), do: s
+  # Only a session this client created is its to keep alive.
+  defp schedule_heartbeat(%{beats?: false} = s), do: s
 
   defp schedule_heartbeat(s) do
     %{s | heartbeat: Process.send_after(self(), :heartbeat, s.opts.heartbeat_interval_ms)}

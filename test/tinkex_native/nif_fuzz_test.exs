@@ -411,8 +411,16 @@ defmodule TinkexNative.NifFuzzTest do
   defp args_for(:lease_release, 2, c), do: [lease(c), bool(c)]
   defp args_for(:handler_record_failure, 3, c), do: [handler(c), string(c), bool(c)]
 
-  defp args_for(:session_open, 5, c),
-    do: [session_url(c), string(c), string(c), model(c), ref(c)]
+  defp args_for(:session_open, 7, c),
+    do: [
+      session_url(c),
+      string(c),
+      string(c),
+      model(c),
+      arg(c, fn -> pick([nil, "sess"]) end),
+      int(c),
+      ref(c)
+    ]
 
   defp args_for(:session_heartbeat, 5, c),
     do: [session_url(c), string(c), string(c), string(c), ref(c)]

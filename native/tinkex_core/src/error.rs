@@ -99,6 +99,9 @@ pub struct Error {
     pub request_id: Option<String>,
     /// Whether the retry handler may start a new attempt.
     pub retryable: bool,
+    /// The delay the server asked for with an HTTP error answer
+    /// (`retry-after-ms` / `retry-after`, when within (0, 60] s), in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Error {
@@ -111,6 +114,7 @@ impl Error {
             message: message.into(),
             request_id: None,
             retryable: false,
+            retry_after_ms: None,
         };
         e.retryable = crate::classify::default_retryable(&e);
         e
@@ -129,6 +133,12 @@ impl Error {
         let mut e = Error::new(ErrorKind::RequestFailed, message);
         e.category = Some(category);
         e
+    }
+
+    /// Sets the server's requested delay.
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> Error {
+        self.retry_after_ms = after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// Sets the request id.

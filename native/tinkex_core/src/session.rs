@@ -1,5 +1,6 @@
 //! Session set-up calls (`shared/PROTOCOL.md` "Session set-up"): client
-//! config, sessions, sampling sessions, heartbeats and sampler info.
+//! config, sessions, sampling sessions, heartbeats and sampler info, and
+//! [`open`], a sampling client's whole set-up.
 //!
 //! These calls carry the Python SDK's lower-layer (Stainless) retry: on a
 //! connection error, a timeout, 408/409/429/5xx (or `x-should-retry: true`)
@@ -189,6 +190,65 @@ pub async fn create_sampling_session(
     };
     let a: CreateSamplingSessionAnswer = post(ep, "/api/v1/create_sampling_session", &body).await?;
     Ok(a.sampling_session_id)
+}
+
+/// Where [`open`] gets its sampling session from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenTarget<'a> {
+    /// Create a sampling session of this model.
+    Create(ModelRef<'a>),
+    /// Use this existing sampling session as is.
+    Existing(&'a str),
+}
+
+/// What [`open`] set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// The session: the one given, else the one created (`None` for an
+    /// existing sampling session without a given session).
+    pub session_id: Option<String>,
+    /// Whether `session_id` was created here, so that its heartbeats are
+    /// this client's job.
+    pub created_session: bool,
+    /// The sampling session to sample from.
+    pub sampling_session_id: String,
+    /// The server's flags.
+    pub flags: ServerFlags,
+}
+
+/// A sampling client's set-up: reads the server's flags, then, unless
+/// given an existing sampling session, creates a sampling session numbered
+/// `seq_id` in `session_id` — in a new session when none is given. A given
+/// session is someone else's (they create it and keep it alive).
+pub async fn open(
+    ep: &Endpoint,
+    target: OpenTarget<'_>,
+    session_id: Option<&str>,
+    seq_id: u64,
+) -> Result<Opened, Error> {
+    let flags = client_config(ep).await?;
+    let model = match target {
+        OpenTarget::Existing(id) => {
+            return Ok(Opened {
+                session_id: session_id.map(str::to_owned),
+                created_session: false,
+                sampling_session_id: id.to_owned(),
+                flags,
+            })
+        }
+        OpenTarget::Create(model) => model,
+    };
+    let (session, created_session) = match session_id {
+        Some(s) => (s.to_owned(), false),
+        None => (create_session(ep, &[], None).await?.session_id, true),
+    };
+    let sampling_session_id = create_sampling_session(ep, &session, model, seq_id).await?;
+    Ok(Opened {
+        session_id: Some(session),
+        created_session,
+        sampling_session_id,
+        flags,
+    })
 }
 
 /// Timeout of one heartbeat (the SDK's 10 s).

@@ -3,7 +3,7 @@
 
 use rustler::{Atom, Encoder, Env, NifMap, NifTaggedEnum, Term};
 use tinkex_core::http::Endpoint;
-use tinkex_core::session::{self, ModelRef};
+use tinkex_core::session::{self, ModelRef, OpenTarget};
 use tinkex_core::wire::ServerFlags;
 
 use crate::atoms;
@@ -45,6 +45,7 @@ impl From<&ServerFlags> for Flags {
 #[derive(NifMap)]
 struct Opened {
     session_id: Option<String>,
+    created_session: bool,
     sampling_session_id: String,
     flags: Flags,
 }
@@ -56,10 +57,12 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
 }
 
 /// Reads the server flags and, unless given an existing sampling session,
-/// creates a session and a sampling session. Answers
-/// `{:tinkex_session, ref, {:ok, %{session_id, sampling_session_id, flags}}
+/// creates a sampling session numbered `seq_id` in `session_id` (`nil`: in
+/// a new session). Answers
+/// `{:tinkex_session, ref, {:ok, %{session_id, created_session, sampling_session_id, flags}}
 /// | {:error, error}}`; `{:error, message}` at once for a bad URL. Dirty:
 /// the first use of a base URL builds its TLS client (milliseconds).
+#[allow(clippy::too_many_arguments)]
 #[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
     env: Env<'a>,
@@ -67,13 +70,26 @@ fn session_open<'a>(
     api_key: String,
     version: String,
     model: Term<'a>,
+    session_id: Option<String>,
+    seq_id: u64,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
     let ep = endpoint(&base_url, &api_key, &version)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_answer(env, reply, atoms::tinkex_session(), async move {
-        open(&ep, model).await
+        let target = match &model {
+            SessionTarget::BaseModel(m) => OpenTarget::Create(ModelRef::BaseModel(m)),
+            SessionTarget::ModelPath(p) => OpenTarget::Create(ModelRef::ModelPath(p)),
+            SessionTarget::SamplingSessionId(id) => OpenTarget::Existing(id),
+        };
+        let o = session::open(&ep, target, session_id.as_deref(), seq_id).await?;
+        Ok(Opened {
+            session_id: o.session_id,
+            created_session: o.created_session,
+            sampling_session_id: o.sampling_session_id,
+            flags: Flags::from(&o.flags),
+        })
     });
     Ok(atoms::ok())
 }
@@ -93,29 +109,6 @@ where
             Err(e) => error::error_result(env, &e),
         });
     });
-}
-
-async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
-    let flags = session::client_config(ep).await?;
-    let model_ref = match &model {
-        SessionTarget::BaseModel(m) => ModelRef::BaseModel(m),
-        SessionTarget::ModelPath(p) => ModelRef::ModelPath(p),
-        SessionTarget::SamplingSessionId(id) => {
-            return Ok(Opened {
-                session_id: None,
-                sampling_session_id: id.clone(),
-                flags: Flags::from(&flags),
-            })
-        }
-    };
-    let session = session::create_session(ep, &[], None).await?;
-    let sampling_session_id =
-        session::create_sampling_session(ep, &session.session_id, model_ref, 0).await?;
-    Ok(Opened {
-        session_id: Some(session.session_id),
-        sampling_session_id,
-        flags: Flags::from(&flags),
-    })
 }
 
 /// One heartbeat; answers `{:tinkex_heartbeat, ref, :ok | {:error, error}}`.

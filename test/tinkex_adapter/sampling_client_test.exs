@@ -251,7 +251,7 @@ defmodule TinkexNative.TinkexAdapter.SamplingClientTest do
     spans =
       log
       |> Enum.filter(&(&1["endpoint"] in ["asample", "retrieve_future"]))
-      |> Enum.group_by(& &1["request_id"])
+      |> Enum.group_by(& &1["seq_id"])
       |> Enum.map(fn {_, entries} ->
         {entries |> Enum.map(& &1["t_us"]) |> Enum.min(),
          entries |> Enum.map(& &1["t_done_us"]) |> Enum.max()}

@@ -31,7 +31,8 @@ defmodule TinkexNative.Tinkex.SamplingClient do
       {:ok, %Tinkex.Types.SampleResponse{sequences: seqs}} = Task.await(task, :infinity)
 
   Call this module's `sample/4` and `compute_logprobs/3` (not
-  `Tinkex.SamplingClient`'s) with the client it started.
+  `Tinkex.SamplingClient`'s) with the client it started. A complete
+  program, against the bundled simulator: `examples/tinkex/`.
 
   ## What it takes from tinkex
 

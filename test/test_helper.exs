@@ -11,4 +11,6 @@ end
 # runs: its size is chosen at run time. A plain `mix test` runs its short
 # version; `mix test --only chaos_long` (or `--include chaos_long`, or
 # `--only chaos`) runs the long one. See the top of test/chaos/chaos_test.exs.
-ExUnit.start(capture_log: true)
+# The package build (test/package_test.exs) takes minutes: `.ci/run` and
+# `mix test --include package` run it.
+ExUnit.start(capture_log: true, exclude: [:package])

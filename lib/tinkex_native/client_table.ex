@@ -17,9 +17,13 @@ defmodule TinkexNative.ClientTable do
     {:ok, nil}
   end
 
+  # `handle` is a client's published handle, or `:starting` while a client
+  # started with `async_setup: true` sets its session up. A client is
+  # watched once, however often it publishes.
   def put(pid, handle) do
-    :ets.insert(@table, {pid, handle})
-    GenServer.cast(__MODULE__, {:watch, pid})
+    if :ets.insert_new(@table, {pid, handle}),
+      do: GenServer.cast(__MODULE__, {:watch, pid}),
+      else: :ets.insert(@table, {pid, handle})
   end
 
   def delete(pid), do: :ets.delete(@table, pid)

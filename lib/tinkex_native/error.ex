@@ -10,7 +10,9 @@ defmodule TinkexNative.Error do
       (the server says the request failed; see `:category`), `:decode` (a
       malformed answer), `:stuck` (the watchdog: no progress for
       `progress_timeout_ms`), `:validation` (bad input, nothing was sent),
-      `:cancelled`, `:internal` (a caught bug in the native code).
+      `:cancelled`, `:internal` (a caught bug in the native code),
+      `:client_not_running` (the `TinkexNative.SamplingClient` called is
+      not running: it was never started, it stopped, or it is stopping).
     * `:category` - for `:request_failed`: `:user`, `:server` or `:unknown`;
       `:user` for validation errors; otherwise `nil`.
     * `:status` - the HTTP status when there was an answer.
@@ -41,6 +43,7 @@ defmodule TinkexNative.Error do
           | :validation
           | :cancelled
           | :internal
+          | :client_not_running
 
   @type t :: %__MODULE__{
           type: type(),

@@ -6,31 +6,48 @@ defmodule TinkexNative.Native do
   @on_load :load_nif
   @compile {:autoload, false}
 
-  # The cargo profile this module loads (see the compiler task in mix.exs):
-  # fixed at compile time, and a change of TINKEX_NIF_PROFILE recompiles.
-  @profile System.get_env("TINKEX_NIF_PROFILE", "release")
+  # The cargo profile this module loads, chosen as the compiler task in
+  # mix.exs chooses it (`debug` in the test env, else `release`, unless
+  # TINKEX_NIF_PROFILE says otherwise): fixed at compile time, and a change
+  # recompiles.
+  @profile Mix.Tasks.Compile.TinkexNative.profile()
 
   @doc false
-  def __mix_recompile__?, do: System.get_env("TINKEX_NIF_PROFILE", "release") != @profile
+  def __mix_recompile__?, do: Mix.Tasks.Compile.TinkexNative.profile() != @profile
 
   @doc false
   def load_nif do
-    path = :filename.join(:code.priv_dir(:tinkex_native), ~c"native/#{@profile}/tinkex_nif")
+    path = nif_path()
 
     case :erlang.load_nif(path, worker_threads()) do
       :ok ->
+        :persistent_term.erase({__MODULE__, :load_error})
         :ok
 
       {:error, reason} ->
-        IO.warn("""
+        message = """
         tinkex_native: the native library could not be loaded from #{path}.so:
           #{inspect(reason)}
         Build it with `mix compile` (needs Rust and cargo on PATH), or set
         TINKEX_NIF_PROFILE=debug|release to match the profile you built.
-        """)
+        """
 
-        :ok
+        # Kept so that the application's start can fail with this text:
+        # a failed on_load is otherwise only a line in the log, and every
+        # later call an UndefinedFunctionError.
+        :persistent_term.put({__MODULE__, :load_error}, message)
+        {:error, message}
     end
+  end
+
+  defp nif_path do
+    priv =
+      case :code.priv_dir(:tinkex_native) do
+        {:error, _} -> ~c"priv"
+        dir -> dir
+      end
+
+    :filename.join(priv, ~c"native/#{@profile}/tinkex_nif")
   end
 
   defp worker_threads do
@@ -69,6 +86,10 @@ defmodule TinkexNative.Native do
     do: err()
 
   def session_heartbeat(_base_url, _api_key, _version, _session_id, _ref), do: err()
+
+  def session_finish(_base_url, _api_key, _version, _session_id, _reason, _detail, _ms, _ref),
+    do: err()
+
   def client_new(_opts, _handler), do: err()
   def client_sample(_client, _spec), do: err()
   def client_stats(_client), do: err()

@@ -7,7 +7,7 @@ defmodule TinkexNative.RetryHandler do
   `RetryHandler`, without its flaws (permits cannot leak, the cache never
   evicts a handler in use).
 
-  `get/2` returns the handler for `{name, config}`: the same one (same
+  `get/2` (or `get!/2`) returns the handler for `{name, config}`: the same one (same
   semaphore) for an equal config, another for a different config. A
   handler lives while anyone holds it.
 
@@ -31,7 +31,7 @@ defmodule TinkexNative.RetryHandler do
 
   ## Examples
 
-      iex> handler = TinkexNative.RetryHandler.get("doc-example", TinkexNative.RetryConfig.new!(base_delay_ms: 1, max_delay_ms: 5))
+      iex> handler = TinkexNative.RetryHandler.get!("doc-example", TinkexNative.RetryConfig.new!(base_delay_ms: 1, max_delay_ms: 5))
       iex> {:ok, counter} = Agent.start_link(fn -> 0 end)
       iex> TinkexNative.RetryHandler.execute(handler, fn ->
       ...>   case Agent.get_and_update(counter, &{&1, &1 + 1}) do
@@ -55,30 +55,53 @@ defmodule TinkexNative.RetryHandler do
 
   @doc """
   The handler for `name` and `config` (a `%TinkexNative.RetryConfig{}` or
-  options for `TinkexNative.RetryConfig.new/1`). Raises `ArgumentError` for an
-  invalid config.
+  options for `TinkexNative.RetryConfig.new/1`): `{:ok, handler}`, or
+  `{:error, %ArgumentError{}}` naming the field and the value for an
+  invalid name or config.
 
   ## Examples
 
-      iex> a = TinkexNative.RetryHandler.get("same", max_connections: 4)
-      iex> b = TinkexNative.RetryHandler.get("same", TinkexNative.RetryConfig.new!(max_connections: 4))
+      iex> {:ok, a} = TinkexNative.RetryHandler.get("same", max_connections: 4)
+      iex> {:ok, b} = TinkexNative.RetryHandler.get("same", TinkexNative.RetryConfig.new!(max_connections: 4))
       iex> TinkexNative.RetryHandler.stats(a).available_permits == TinkexNative.RetryHandler.stats(b).available_permits
       true
+      iex> {:error, %ArgumentError{message: message}} = TinkexNative.RetryHandler.get("same", max_connections: 0)
+      iex> message =~ ":max_connections"
+      true
   """
-  @spec get(String.t(), RetryConfig.t() | keyword() | map()) :: t()
+  @spec get(String.t(), RetryConfig.t() | keyword() | map()) ::
+          {:ok, t()} | {:error, ArgumentError.t()}
   def get(name, config \\ %RetryConfig{})
 
   def get(name, config) when is_binary(name) do
-    config = RetryConfig.new!(config)
-
-    case Native.handler_get(name, RetryConfig.to_native(config)) do
-      {:ok, resource} -> %__MODULE__{name: name, config: config, resource: resource}
-      {:error, message} -> raise ArgumentError, message
+    with {:ok, config} <- RetryConfig.new(config) do
+      case Native.handler_get(name, RetryConfig.to_native(config)) do
+        {:ok, resource} -> {:ok, %__MODULE__{name: name, config: config, resource: resource}}
+        {:error, message} -> {:error, ArgumentError.exception(message)}
+      end
     end
   end
 
   def get(name, _config) do
-    raise ArgumentError, "invalid value for name: expected a string, got: #{inspect(name)}"
+    {:error,
+     ArgumentError.exception("invalid value for name: expected a string, got: #{inspect(name)}")}
+  end
+
+  @doc """
+  Like `get/2`, but returns the handler and raises the `ArgumentError`.
+
+  ## Examples
+
+      iex> handler = TinkexNative.RetryHandler.get!("doc-get!", max_connections: 2)
+      iex> TinkexNative.RetryHandler.stats(handler).max_connections
+      2
+  """
+  @spec get!(String.t(), RetryConfig.t() | keyword() | map()) :: t()
+  def get!(name, config \\ %RetryConfig{}) do
+    case get(name, config) do
+      {:ok, handler} -> handler
+      {:error, error} -> raise error
+    end
   end
 
   @doc """
@@ -103,7 +126,7 @@ defmodule TinkexNative.RetryHandler do
 
   ## Examples
 
-      iex> handler = TinkexNative.RetryHandler.get("doc-execute")
+      iex> handler = TinkexNative.RetryHandler.get!("doc-execute")
       iex> TinkexNative.RetryHandler.execute(handler, fn -> {:ok, :done} end)
       {:ok, :done}
       iex> {:error, %RuntimeError{message: "boom"}} =
@@ -169,7 +192,7 @@ defmodule TinkexNative.RetryHandler do
 
   ## Examples
 
-      iex> stats = TinkexNative.RetryHandler.stats(TinkexNative.RetryHandler.get("doc-stats", max_connections: 3))
+      iex> stats = TinkexNative.RetryHandler.stats(TinkexNative.RetryHandler.get!("doc-stats", max_connections: 3))
       iex> {stats.waiting, stats.in_flight, stats.available_permits}
       {0, 0, 3}
   """

@@ -17,25 +17,121 @@ defmodule TinkexNative.SamplingClient do
       accepted only for loopback hosts, or with `allow_insecure: true`.
       TLS certificates are always verified.
     * `:api_key` - default `TINKER_API_KEY`. Never logged or inspected.
-    * one of `:sampling_session_id` (an existing sampling session),
-      `:base_model` or `:model_path` (`"tinker://..."`; these create a
-      session and a sampling session).
+    * one of `:sampling_session_id` (an existing sampling session: the
+      client is a clone, see "Clones"), `:base_model` or `:model_path`
+      (`"tinker://..."`; these create a session and a sampling session).
     * `:session_id` - an existing session to create the sampling session
-      in. Its owner keeps it alive: the client then creates no session
-      and sends no heartbeats.
+      in. Its owner keeps it alive and ends it: the client then creates no
+      session, sends no heartbeats and does not finish it.
     * `:sampling_session_seq_id` - the number of the sampling session in
       its session (default 0; with `:base_model` or `:model_path` only).
     * `:retry_config` - a `%TinkexNative.RetryConfig{}` or its options. When
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
-      defaults.
+      defaults (and `sample_use_retrieve_futures` drops the semaphore:
+      `max_connections: nil`, as the Python SDK does in that mode).
+
+  When the server's `client/config` sets `sample_use_retrieve_futures`,
+  results are awaited through one native `retrieve_futures` long poll per
+  sampling session (then one `retrieve_future` fetch per sample) instead
+  of one poll loop per sample. Results whose size the server announces
+  (`complete_metadata`, or a `retrieve_futures` completion) are fetched
+  within an in-flight budget of `inflight_response_bytes_semaphore_size`
+  bytes (50 MiB by default).
     * `:name` - a `GenServer` name.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
-    * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000).
+    * `:heartbeat_interval_ms` (10_000), `:init_timeout_ms` (120_000: the
+      bound of the whole set-up).
+    * `:async_setup` (false) - `true`: `start_link/1` returns `{:ok, pid}`
+      at once and the set-up runs in the client (see "Start-up").
+    * `:finish_timeout_ms` (2_000) - the bound of ending the session when
+      the client stops (see "Stopping").
     * `:timings` - overrides of the protocol's delays in ms (advanced;
       tests use it): #{Enum.map_join(TinkexNative.SamplingClient.Options.timing_keys(), ", ", &"`#{&1}`")}.
+
+  ## Start-up
+
+  By default `start_link/1` **blocks** until the session is set up: up to
+  `:init_timeout_ms` of network I/O (reading `client/config`, creating the
+  session and sampling session with the SDK's transport retries, joining a
+  sampling session). This is the default because it is the contract a
+  caller can act on: `{:ok, pid}` means ready, and a refusal (a bad key,
+  an unknown model) comes back as `{:error, %TinkexNative.Error{}}` from
+  `start_link/1` itself, with no process left behind and no exit signal
+  sent to the caller, whether or not it traps exits.
+
+  Under a supervisor this blocks the supervisor's start-up for as long.
+  Pass `async_setup: true` to avoid it: `start_link/1` then returns
+  `{:ok, pid}` once the options are valid, and the set-up runs inside the
+  client, which stays responsive meanwhile (shutdown, `:sys`). A call of
+  `sample/4`, `sample_async/4`, `compute_logprobs/3`, `stats/1`,
+  `session/1` or `retry_config/1` made before the set-up finished waits for
+  it, so `{:ok, pid} = start_link(...)` followed at once by `sample/4`
+  works in both modes. If the set-up fails, the waiting calls return its
+  `%TinkexNative.Error{}`, and the client stops with reason
+  `{:shutdown, %TinkexNative.Error{}}`: a supervisor restarts it per its
+  restart strategy; a linked caller that does not trap exits stops too,
+  as with any linked process that stops abnormally.
+
+  ## Clones
+
+  The server deduplicates samples on `(sampling_session_id, seq_id)`, so
+  two clients of one sampling session must never send the same seq_id,
+  or the second gets the first's result for a different prompt. A client
+  started with `:sampling_session_id` is therefore a *clone*, numbered as
+  the Python SDK numbers its clones:
+
+    * a client that created its sampling session starts at seq_id 0;
+    * a clone, when the server's `client/config` has
+      `sample_join_sampling_session: true`, asks
+      `POST /api/v1/join_sampling_session` for its `client_counter` and
+      starts at `1_000_000_000 * client_counter`;
+    * a clone, without that flag, starts at `1_000_000_000 * r` with `r`
+      uniform in `1..1_000_000_000`.
+
+  In addition, the clients of one VM never share a range, whatever the
+  flag: the native side remembers every range it handed out per
+  `{base_url, sampling_session_id}` (for the VM's lifetime, since the
+  server remembers the seq_ids of stopped clients too), draws again when a
+  random `r` repeats, and joins again when a `client_counter`'s range is
+  taken here. A clone joins during its set-up (the SDK joins before the
+  clone's first sample). `session/1` gives the sampling session id to
+  hand to another node or program.
+
+  ## Stopping
+
+  A client that created its session (`:base_model`, `:model_path`) ends
+  it when it stops: `POST /api/v1/sessions/{id}/finish` with reason
+  `success` when it stops with `:normal`, `:shutdown` or
+  `{:shutdown, _}`, and `errored` otherwise. That call is bounded by
+  `:finish_timeout_ms`, so a stop never hangs on an unreachable service;
+  a failure is logged as a warning. A clone ends nothing: the session
+  belongs to another client. A client killed with `:kill` cannot end its
+  session (the service expires it once heartbeats stop).
+
+  The client traps exits so that a stop by its parent runs this: like
+  any `GenServer` that traps exits, it stops when the process that called
+  `start_link/1` exits, whatever the reason (`:normal` too).
+
+  ## Supervision
+
+      children = [
+        {TinkexNative.SamplingClient, base_model: "Qwen/Qwen3-8B", api_key: key},
+        {TinkexNative.SamplingClient, base_model: "Qwen/Qwen3-32B", api_key: key}
+      ]
+
+  An unnamed client gets a child id of its own, so several sit in one
+  supervisor; a named one has its name as id (override either with
+  `Supervisor.child_spec/2`). The child's `:shutdown` is 5 s, or
+  `:finish_timeout_ms` + 1 s when that is longer.
+
+  ## A client that is not running
+
+  Every function given a client that is not running (never started,
+  stopped, stopping, or a name nobody has) returns
+  `{:error, %TinkexNative.Error{type: :client_not_running}}`.
 
   ## Example
 
@@ -78,10 +174,13 @@ defmodule TinkexNative.SamplingClient do
 
   @doc """
   Starts a client: validates the options, reads the server's flags,
-  creates the session (unless given `:session_id` or `:sampling_session_id`) and publishes
-  the native handles. Returns `{:ok, pid}`, or `{:error, %ArgumentError{}}`
-  for a bad option and `{:error, %TinkexNative.Error{}}` when the service
-  refused; in both cases no process is left behind.
+  creates the session (unless given `:session_id` or
+  `:sampling_session_id`), claims the
+  client's seq_id range and publishes the native handles. Returns
+  `{:ok, pid}`, or `{:error, %ArgumentError{}}` for a bad option and
+  `{:error, %TinkexNative.Error{}}` when the service refused; in both cases no
+  process is left behind, and the caller is not sent an exit signal that
+  would stop it (see "Start-up").
 
   ## Examples
 
@@ -92,7 +191,8 @@ defmodule TinkexNative.SamplingClient do
   def start_link(opts) do
     with {:ok, o} <- Options.validate(opts) do
       key = o.api_key
-      init = %{o | api_key: fn -> key end}
+      ref = make_ref()
+      init = Map.merge(o, %{api_key: fn -> key end, starter: {self(), ref}})
       gen_opts = if o.name, do: [name: o.name], else: []
 
       case GenServer.start_link(
@@ -100,22 +200,48 @@ defmodule TinkexNative.SamplingClient do
              init,
              [timeout: o.init_timeout_ms + 1_000] ++ gen_opts
            ) do
-        {:error, {:tinkex, reason}} -> {:error, reason}
+        :ignore -> refused(ref)
         other -> other
       end
     end
   end
 
+  # A refused set-up sends its reason to the starter, then has `init/1`
+  # return `:ignore`: the process exits `:normal`, which stops no linked
+  # caller (`{:stop, reason}` would send it an exit signal of `reason`).
+  # The reason was sent before the `:ignore` ack, so it is already here.
+  defp refused(ref) do
+    receive do
+      {^ref, pid, reason} ->
+        mref = Process.monitor(pid)
+
+        receive do
+          {:DOWN, ^mref, :process, _, _} -> {:error, reason}
+        end
+    after
+      0 -> :ignore
+    end
+  end
+
   @doc false
   def child_spec(opts) do
-    %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}}
+    {id, finish_ms} =
+      if Keyword.keyword?(opts),
+        do: {opts[:name] || {__MODULE__, make_ref()}, opts[:finish_timeout_ms]},
+        else: {__MODULE__, nil}
+
+    # Unnamed clients get ids of their own, so one supervisor can hold
+    # several; the shutdown leaves room for ending the session.
+    shutdown = if is_integer(finish_ms), do: max(5_000, finish_ms + 1_000), else: 5_000
+    %{id: id, start: {__MODULE__, :start_link, [opts]}, shutdown: shutdown}
   end
 
   @doc """
   Starts one sample and returns `{:ok, task}`; `Task.await(task)` gives
   `{:ok, %TinkexNative.Types.SampleResponse{}}` or `{:error, %TinkexNative.Error{}}`.
   Invalid arguments return `{:error, %TinkexNative.Error{type: :validation}}` at
-  once and send nothing.
+  once and send nothing; a client that is not running gives
+  `{:error, %TinkexNative.Error{type: :client_not_running}}`.
 
   Options: `:num_samples` (1), `:include_prompt_logprobs` (false),
   `:topk_prompt_logprobs` (0), `:tokens` (`:list` | `:binary`),
@@ -184,18 +310,28 @@ defmodule TinkexNative.SamplingClient do
   The live counters of the client's retry handler (`:waiting`,
   `:in_flight`, `:processed`, `:retries`, `:available_permits`, …, see
   `TinkexNative.RetryHandler.stats/1`) plus `:backoff_ms` (the shared 429
-  backoff left), `:queue_state` (last reported by the server) and
-  `:next_seq_id`.
-  """
-  @spec stats(client()) :: map()
-  def stats(client) do
-    h = handle!(client)
-    native = Native.client_stats(h.client)
+  backoff left), `:queue_state` (last reported by the server),
+  `:next_seq_id` and `:futures_waiting` (samples waiting for their
+  `retrieve_futures` completion; always 0 with per-request polling).
+  `{:error, %TinkexNative.Error{type: :client_not_running}}` for a client
+  that is not running.
 
-    h.handler
-    |> RetryHandler.stats()
-    |> Map.merge(native)
-    |> Map.update!(:queue_state, &queue_state/1)
+  ## Examples
+
+      TinkexNative.SamplingClient.stats(client)
+      #=> %{waiting: 0, in_flight: 2, processed: 40, retries: 1, available_permits: 62,
+      #     backoff_ms: 0, queue_state: :active, next_seq_id: 41, ...}
+  """
+  @spec stats(client()) :: map() | {:error, Error.t()}
+  def stats(client) do
+    with {:ok, h} <- handle(client) do
+      native = Native.client_stats(h.client)
+
+      h.handler
+      |> RetryHandler.stats()
+      |> Map.merge(native)
+      |> Map.update!(:queue_state, &queue_state/1)
+    end
   end
 
   defp queue_state("active"), do: :active
@@ -206,49 +342,81 @@ defmodule TinkexNative.SamplingClient do
   @doc """
   The sampling session id and the session id (the given `:session_id`,
   else the one this client created; `nil` for a given
-  `:sampling_session_id` alone).
+  `:sampling_session_id` alone), or
+  `{:error, %TinkexNative.Error{type: :client_not_running}}`.
+
+  The sampling session id is all another client needs to sample from the
+  same sampling session, in this VM, on another node or in another
+  program: passed as `sampling_session_id:` to `start_link/1`, it starts a
+  clone with a seq_id range of its own (see "Clones").
+
+  ## Examples
+
+      %{sampling_session_id: ssid} = TinkexNative.SamplingClient.session(client)
+      # on any node:
+      {:ok, clone} = TinkexNative.SamplingClient.start_link(sampling_session_id: ssid, api_key: key)
   """
-  @spec session(client()) :: %{sampling_session_id: String.t(), session_id: String.t() | nil}
+  @spec session(client()) ::
+          %{sampling_session_id: String.t(), session_id: String.t() | nil} | {:error, Error.t()}
   def session(client) do
-    h = handle!(client)
-    %{sampling_session_id: h.sampling_session_id, session_id: h.session_id}
+    with {:ok, h} <- handle(client) do
+      %{sampling_session_id: h.sampling_session_id, session_id: h.session_id}
+    end
   end
 
   @doc """
   The retry config in force (the explicit one, or the defaults completed
-  by the server's flags).
+  by the server's flags), or `{:error, %TinkexNative.Error{type: :client_not_running}}`.
+
+  ## Examples
+
+      %TinkexNative.RetryConfig{max_connections: 2000} = TinkexNative.SamplingClient.retry_config(client)
   """
-  @spec retry_config(client()) :: RetryConfig.t()
+  @spec retry_config(client()) :: RetryConfig.t() | {:error, Error.t()}
   def retry_config(client) do
-    h = handle!(client)
-    h.config
+    with {:ok, h} <- handle(client), do: h.config
   end
 
   ## Hot path
 
   defp handle(client) do
-    pid = if is_pid(client), do: client, else: GenServer.whereis(client)
+    pid = whereis(client)
 
-    with pid when is_pid(pid) <- pid,
-         {:ok, handle} <- ClientTable.fetch(pid),
-         true <- Process.alive?(pid) do
-      {:ok, handle}
-    else
-      _ ->
-        {:error,
-         %Error{
-           type: :validation,
-           category: :user,
-           message: "no running TinkexNative.SamplingClient: #{inspect(client)}"
-         }}
+    case pid && ClientTable.fetch(pid) do
+      {:ok, :starting} -> await_setup(pid, client)
+      {:ok, handle} -> if Process.alive?(pid), do: {:ok, handle}, else: not_running(client)
+      _ -> not_running(client)
     end
   end
 
-  defp handle!(client) do
-    case handle(client) do
-      {:ok, h} -> h
-      {:error, %Error{message: message}} -> raise ArgumentError, message
+  defp whereis(pid) when is_pid(pid), do: pid
+
+  defp whereis(name) when is_atom(name) or is_tuple(name) do
+    case GenServer.whereis(name) do
+      pid when is_pid(pid) -> pid
+      _ -> nil
     end
+  rescue
+    _ -> nil
+  end
+
+  defp whereis(_), do: nil
+
+  # Only while an `async_setup` client sets up: its answer comes once the
+  # set-up ends (or the client stops, bounded by `:init_timeout_ms`).
+  defp await_setup(pid, client) do
+    GenServer.call(pid, :await_handle, :infinity)
+  catch
+    :exit, {{:shutdown, %Error{} = e}, _} -> {:error, e}
+    :exit, _ -> not_running(client)
+  end
+
+  defp not_running(client) do
+    {:error,
+     %Error{
+       type: :client_not_running,
+       message: "no running TinkexNative.SamplingClient: #{inspect(client)}"
+     }}
   end
 
   defp run(handle, spec) do
@@ -303,6 +471,9 @@ defmodule TinkexNative.SamplingClient do
 
   @impl true
   def init(o) do
+    # Trapping exits makes a stop by the parent (a supervisor's shutdown,
+    # the starter exiting) run terminate/2, which ends the session.
+    Process.flag(:trap_exit, true)
     ref = make_ref()
 
     case Native.session_open(
@@ -314,27 +485,53 @@ defmodule TinkexNative.SamplingClient do
            o.sampling_session_seq_id,
            ref
          ) do
+      :ok when o.async_setup ->
+        ClientTable.put(self(), :starting)
+        timer = Process.send_after(self(), {:setup_timeout, ref}, o.init_timeout_ms)
+        {:ok, %{state(o, nil, false) | setup: {ref, timer, []}}}
+
       :ok ->
-        await_session(o, ref)
+        case await_session(o, ref) do
+          {:ok, state} -> {:ok, state}
+          {:error, reason} -> refuse(o, reason)
+        end
 
       {:error, message} ->
-        {:stop, {:tinkex, ArgumentError.exception("invalid value for :base_url: #{message}")}}
+        refuse(o, ArgumentError.exception("invalid value for :base_url: #{message}"))
     end
   end
 
+  defp refuse(%{starter: {pid, ref}}, reason) do
+    send(pid, {ref, self(), reason})
+    :ignore
+  end
+
+  defp state(o, handle, owns_session?) do
+    %{
+      opts: o,
+      handle: handle,
+      owns_session?: owns_session?,
+      setup: nil,
+      heartbeat: nil,
+      failing_since: nil
+    }
+  end
+
   defp await_session(o, ref) do
+    {parent, _} = o.starter
+
     receive do
       {:tinkex_session, ^ref, {:ok, opened}} -> publish(o, opened)
-      {:tinkex_session, ^ref, {:error, native}} -> {:stop, {:tinkex, Error.from_native(native)}}
+      {:tinkex_session, ^ref, {:error, native}} -> {:error, Error.from_native(native)}
+      # The starter is gone: nobody wants this client any more.
+      {:EXIT, ^parent, reason} -> exit(reason)
     after
-      o.init_timeout_ms ->
-        {:stop,
-         {:tinkex,
-          %Error{
-            type: :timeout,
-            message: "session set-up took longer than #{o.init_timeout_ms} ms"
-          }}}
+      o.init_timeout_ms -> {:error, setup_timeout(o)}
     end
+  end
+
+  defp setup_timeout(o) do
+    %Error{type: :timeout, message: "session set-up took longer than #{o.init_timeout_ms} ms"}
   end
 
   defp publish(o, opened) do
@@ -342,14 +539,17 @@ defmodule TinkexNative.SamplingClient do
     # One handler per sampling session of a service, as in the Python SDK
     # (whose handler cache is keyed by the session id); the URL keeps equal
     # session ids of different services apart.
-    handler = RetryHandler.get("#{opened.sampling_session_id}@#{o.base_url}", config)
+    handler = RetryHandler.get!("#{opened.sampling_session_id}@#{o.base_url}", config)
 
     native_opts = %{
       base_url: o.base_url,
       api_key: o.api_key.(),
       version: @version,
       sampling_session_id: opened.sampling_session_id,
+      first_seq_id: opened.first_seq_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
+      inflight_bytes: opened.flags.inflight_response_bytes_semaphore_size,
+      retrieve_futures: opened.flags.sample_use_retrieve_futures,
       timings: o.timings,
       log_to: self()
     }
@@ -366,26 +566,24 @@ defmodule TinkexNative.SamplingClient do
         }
 
         ClientTable.put(self(), handle)
-
-        state = %{
-          opts: o,
-          handle: handle,
-          heartbeat: nil,
-          failing_since: nil,
-          beats?: opened.created_session
-        }
-
-        {:ok, schedule_heartbeat(state)}
+        {:ok, schedule_heartbeat(state(o, handle, opened.created_session))}
 
       {:error, message} ->
-        {:stop, {:tinkex, ArgumentError.exception(message)}}
+        {:error, ArgumentError.exception(message)}
     end
   end
 
   # No explicit config: the defaults, completed by what the server says.
+  # With the session poller the SDK drops the semaphore (`max_connections`
+  # None): in-flight samples then cost one registration each, not a poll
+  # loop.
   defp config_from_flags(flags) do
     %RetryConfig{
-      max_connections: flags.sample_max_concurrent_requests,
+      max_connections:
+        if(flags.sample_use_retrieve_futures,
+          do: nil,
+          else: flags.sample_max_concurrent_requests
+        ),
       enable_stuck_detection: flags.sample_enable_stuck_detection,
       enable_retry_logic: not flags.sample_no_retries
     }
@@ -393,13 +591,45 @@ defmodule TinkexNative.SamplingClient do
   end
 
   # Only a session this client created is its to keep alive.
-  defp schedule_heartbeat(%{beats?: false} = s), do: s
+  defp schedule_heartbeat(%{owns_session?: false} = s), do: s
 
   defp schedule_heartbeat(s) do
     %{s | heartbeat: Process.send_after(self(), :heartbeat, s.opts.heartbeat_interval_ms)}
   end
 
   @impl true
+  def handle_call(:await_handle, from, %{setup: {ref, timer, waiters}} = s),
+    do: {:noreply, %{s | setup: {ref, timer, [from | waiters]}}}
+
+  def handle_call(:await_handle, _from, s), do: {:reply, {:ok, s.handle}, s}
+
+  # As a GenServer without handle_call/3 does: a call is a caller's bug.
+  def handle_call(_msg, _from, _s),
+    do: raise("attempted to call #{inspect(__MODULE__)} with a message it does not handle")
+
+  @impl true
+  def handle_info({:tinkex_session, ref, result}, %{setup: {ref, timer, waiters}} = s) do
+    Process.cancel_timer(timer)
+
+    outcome =
+      case result do
+        {:ok, opened} -> publish(s.opts, opened)
+        {:error, native} -> {:error, Error.from_native(native)}
+      end
+
+    case outcome do
+      {:ok, ready} ->
+        Enum.each(waiters, &GenServer.reply(&1, {:ok, ready.handle}))
+        {:noreply, ready}
+
+      {:error, e} ->
+        setup_failed(s, waiters, e)
+    end
+  end
+
+  def handle_info({:setup_timeout, ref}, %{setup: {ref, _timer, waiters}} = s),
+    do: setup_failed(s, waiters, setup_timeout(s.opts))
+
   def handle_info(:heartbeat, s) do
     ref = make_ref()
     o = s.opts
@@ -432,9 +662,55 @@ defmodule TinkexNative.SamplingClient do
 
   def handle_info(_other, s), do: {:noreply, s}
 
+  # An `async_setup` client whose set-up failed: the callers waiting get
+  # the error, and the client stops with it (a `:shutdown` reason: no
+  # crash report, a `:transient` child is restarted).
+  defp setup_failed(s, waiters, error) do
+    Enum.each(waiters, &GenServer.reply(&1, {:error, error}))
+    Logger.error("TinkexNative.SamplingClient set-up failed: #{Exception.message(error)}")
+    {:stop, {:shutdown, error}, %{s | setup: nil}}
+  end
+
   @impl true
-  def terminate(_reason, _s) do
+  def terminate(reason, s) do
+    # Unpublished first: from here on callers see :client_not_running.
     ClientTable.delete(self())
+    if s.owns_session?, do: finish_session(s, reason)
+  end
+
+  # Ends the session this client created, within :finish_timeout_ms: the
+  # native call gives up then too, and dies with this process.
+  defp finish_session(s, reason) do
+    o = s.opts
+    ref = make_ref()
+    {kind, detail} = finish_reason(reason, o)
+    id = s.handle.session_id
+    ms = o.finish_timeout_ms
+
+    with :ok <-
+           Native.session_finish(o.base_url, o.api_key.(), @version, id, kind, detail, ms, ref) do
+      receive do
+        {:tinkex_finish, ^ref, {:ok, _}} ->
+          :ok
+
+        {:tinkex_finish, ^ref, {:error, native}} ->
+          Logger.warning("session finish failed: #{Error.from_native(native).message}")
+      after
+        ms -> Logger.warning("session finish took longer than #{ms} ms")
+      end
+    end
+  end
+
+  defp finish_reason(reason, _o) when reason in [:normal, :shutdown], do: {:success, nil}
+  defp finish_reason({:shutdown, _}, _o), do: {:success, nil}
+
+  defp finish_reason(reason, o) do
+    detail =
+      inspect(reason, limit: 8, printable_limit: 200)
+      |> String.replace(o.api_key.(), "[REDACTED]")
+      |> String.slice(0, 300)
+
+    {:errored, "client stopped: " <> detail}
   end
 
   @impl true

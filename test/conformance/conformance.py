@@ -544,6 +544,53 @@ def case_protobuf_bytes(sim: Sim, mode: str) -> None:
     assert as_json["prompt_logprobs"] == want["prompt_logprobs"]
 
 
+def case_poller_retryable_errors(sim: Sim, mode: str) -> None:
+    """Transient retrieve_futures failures: a fixed 1 s sleep, no backoff."""
+    sim.scenario(
+        {
+            "client_config": client_config(mode),
+            "rules": [
+                {"endpoint": "retrieve_futures", "match": {"first": 2}, "action": {"status": 503}}
+            ],
+        }
+    )
+    service, client = sampler(sim)
+    response = sample(client)
+    finish(service)
+    polls = sim.log("retrieve_futures")
+    assert outcomes(polls)[:3] == [503, 503, "result"], outcomes(polls)
+    g = gaps_s(polls[:3])
+    assert all(0.9 <= x < 1.6 for x in g), f"fixed 1 s between poller retries: {g}"
+    assert outcomes(sim.log("retrieve_future")) == ["result"]
+    check_belongs(sim, response, sim.log("asample")[0])
+
+
+def case_poller_terminal(sim: Sim, mode: str) -> None:
+    """A non-retryable retrieve_futures status ends the SDK's poller for good:
+    the waiting sample and every later one fail (after their asample)."""
+    sim.scenario(
+        {
+            "client_config": client_config(mode),
+            "rules": [
+                {"endpoint": "retrieve_futures", "match": {"first": 1}, "action": {"status": 404}}
+            ],
+        }
+    )
+    service, client = sampler(sim)
+    for _ in range(2):
+        try:
+            sample(client)
+        except tinker.TinkerError as e:
+            assert "retrieve_futures polling failed for sampling session" in str(e), str(e)
+            assert "(clone 0)" in str(e), str(e)
+        else:
+            raise AssertionError("a terminal poller status must fail the sample")
+    finish(service)
+    assert seq_ids(sim.log("asample")) == [0, 1], "not retried, each sample submitted once"
+    assert outcomes(sim.log("retrieve_futures")) == [404], "the failed poller never polls again"
+    assert not sim.log("retrieve_future")
+
+
 CASES = [
     # (name, function, modes)
     ("happy", case_happy, ("poll", "futures")),
@@ -563,6 +610,8 @@ CASES = [
     ("extras_topk_alt_last_n", case_extras_topk_alt_last_n, ("poll",)),
     ("join_clone", case_join_clone, ("poll", "futures")),
     ("protobuf_bytes", case_protobuf_bytes, ("poll",)),
+    ("poller_retryable_errors", case_poller_retryable_errors, ("futures",)),
+    ("poller_terminal", case_poller_terminal, ("futures",)),
 ]
 
 

@@ -424,6 +424,9 @@ defmodule TinkexNative.TinkexAdapter.SamplingClientTest do
     # And a dead client, as tinkex's "not initialized".
     DynamicSupervisor.terminate_child(ctx.sup, client)
 
-    assert {:error, %Tinkex.Error{type: :validation}} = sample!(client)
+    assert {:error, %Tinkex.Error{type: :validation, category: nil, message: msg}} =
+             sample!(client)
+
+    assert msg =~ "no running TinkexNative.SamplingClient"
   end
 end

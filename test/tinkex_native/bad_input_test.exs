@@ -175,7 +175,7 @@ defmodule TinkexNative.BadInputTest do
 
   defp other_api_cases do
     config = RetryConfig.new!()
-    handler = RetryHandler.get("bad-input-#{System.unique_integer([:positive])}")
+    handler = RetryHandler.get!("bad-input-#{System.unique_integer([:positive])}")
     limiter = RateLimiter.for_key("http://bad-input.test", "tml-bad-input")
 
     [
@@ -284,7 +284,7 @@ defmodule TinkexNative.BadInputTest do
          "status" => 200,
          "headers" => %{"content-type" => "application/x-protobuf"},
          "body_raw" => String.duplicate("\u00ff", 64)
-       }, ""}
+       }, "failed to decode Protobuf message"}
     ]
 
     for {desc, action, fragment} <- @poll_answers do

@@ -142,7 +142,10 @@ defmodule TinkexNative.NifFuzzTest do
   defp valid_result?(:lease_release, r), do: r in [:ok, :stuck_sent]
   defp valid_result?(:handler_record_failure, r), do: r == :ok
   defp valid_result?(:handler_live_count, r), do: is_integer(r) and r >= 0
-  defp valid_result?(name, r) when name in [:session_open, :session_heartbeat], do: r == :ok
+
+  defp valid_result?(name, r) when name in [:session_open, :session_heartbeat, :session_finish],
+    do: r == :ok
+
   defp valid_result?(:client_new, r), do: match?({:ok, ref} when is_reference(ref), r)
   defp valid_result?(:client_sample, r), do: is_reference(r)
   defp valid_result?(:client_stats, r), do: is_map(r) and Map.has_key?(r, :next_seq_id)
@@ -166,14 +169,14 @@ defmodule TinkexNative.NifFuzzTest do
     seed = :rand.uniform(1_000_000_000)
 
     small =
-      RetryHandler.get("fuzz-small-#{seed}", max_connections: 2, enable_stuck_detection: false)
+      RetryHandler.get!("fuzz-small-#{seed}", max_connections: 2, enable_stuck_detection: false)
 
-    unbounded = RetryHandler.get("fuzz-unbounded-#{seed}", max_connections: nil)
+    unbounded = RetryHandler.get!("fuzz-unbounded-#{seed}", max_connections: nil)
 
     # A sampling client aimed where nothing listens, retries off: a valid
     # fuzzed sample fails at once with a connection error.
     quick =
-      RetryHandler.get("fuzz-client-#{seed}",
+      RetryHandler.get!("fuzz-client-#{seed}",
         enable_retry_logic: false,
         enable_stuck_detection: false
       )
@@ -185,7 +188,10 @@ defmodule TinkexNative.NifFuzzTest do
           api_key: "tml-fuzz",
           version: "0.0.0",
           sampling_session_id: "fuzz",
+          first_seq_id: 0,
           dispatch_bytes: 1_000_000,
+          inflight_bytes: 1_000_000,
+          retrieve_futures: false,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
           log_to: nil
         },
@@ -330,7 +336,10 @@ defmodule TinkexNative.NifFuzzTest do
         api_key: "tml-fuzz",
         version: "0.0.0",
         sampling_session_id: "fuzz",
+        first_seq_id: 0,
         dispatch_bytes: 1_000,
+        inflight_bytes: 1_000,
+        retrieve_futures: false,
         timings: [],
         log_to: nil
       },
@@ -339,7 +348,10 @@ defmodule TinkexNative.NifFuzzTest do
         api_key: ["", "bad\nkey", "é"],
         version: ["", "\n", "é"],
         sampling_session_id: ["", "x/y"],
+        first_seq_id: [2 ** 64 - 1, -1, 2 ** 64],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
+        inflight_bytes: [0, 2 ** 64 - 1, -1],
+        retrieve_futures: [true, nil, "yes"],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
         log_to: [self(), ctx.dead_pid, :self]
       }
@@ -424,6 +436,13 @@ defmodule TinkexNative.NifFuzzTest do
 
   defp args_for(:session_heartbeat, 5, c),
     do: [session_url(c), string(c), string(c), string(c), ref(c)]
+
+  defp args_for(:session_finish, 8, c) do
+    reason = arg(c, fn -> pick([:success, :errored, :interrupted]) end)
+    detail = arg(c, fn -> pick([nil, "", "boom", "é"]) end)
+    ms = arg(c, fn -> pick([1, 50, 2 ** 64 - 1, 0]) end)
+    [session_url(c), string(c), string(c), string(c), reason, detail, ms, ref(c)]
+  end
 
   defp args_for(:client_new, 2, c), do: [arg(c, fn -> client_opts(c) end), handler(c)]
   defp args_for(:client_sample, 2, c), do: [client(c), arg(c, fn -> spec(c) end)]

@@ -8,7 +8,7 @@ defmodule TinkexNative.RetryHandlerTest do
 
   defp handler(opts \\ []) do
     name = "test-#{System.unique_integer([:positive])}"
-    RetryHandler.get(name, Keyword.merge([base_delay_ms: 1, max_delay_ms: 4], opts))
+    RetryHandler.get!(name, Keyword.merge([base_delay_ms: 1, max_delay_ms: 4], opts))
   end
 
   defp http(status), do: %Error{type: :http, status: status, message: "status #{status}"}
@@ -21,9 +21,9 @@ defmodule TinkexNative.RetryHandlerTest do
   describe "get/2" do
     test "same name and equal config share the handler; other configs do not" do
       name = "shared-#{System.unique_integer([:positive])}"
-      a = RetryHandler.get(name, max_connections: 1)
-      b = RetryHandler.get(name, max_connections: 1)
-      c = RetryHandler.get(name, max_connections: 2)
+      a = RetryHandler.get!(name, max_connections: 1)
+      b = RetryHandler.get!(name, max_connections: 1)
+      c = RetryHandler.get!(name, max_connections: 2)
       parent = self()
 
       spawn_link(fn ->
@@ -39,12 +39,18 @@ defmodule TinkexNative.RetryHandlerTest do
       assert RetryHandler.stats(c).available_permits == 2
     end
 
-    test "an invalid config raises" do
+    test "an invalid config is an error from get/2 and raises from get!/2" do
+      assert {:error, %ArgumentError{message: msg}} = RetryHandler.get("x", max_connections: 0)
+      assert msg =~ ":max_connections" and msg =~ "0"
+
+      assert {:error, %ArgumentError{message: msg}} = RetryHandler.get(:x, [])
+      assert msg =~ "name: expected a string" and msg =~ ":x"
+
       assert_raise ArgumentError, ~r/:max_connections/, fn ->
-        RetryHandler.get("x", max_connections: 0)
+        RetryHandler.get!("x", max_connections: 0)
       end
 
-      assert_raise ArgumentError, ~r/name: expected a string/, fn -> RetryHandler.get(:x, []) end
+      assert_raise ArgumentError, ~r/name: expected a string/, fn -> RetryHandler.get!(:x, []) end
     end
   end
 
@@ -170,7 +176,9 @@ defmodule TinkexNative.RetryHandlerTest do
 
     test "telemetry reports each failed attempt with severity" do
       TinkexNative.Telemetry.attach_sink(self())
-      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
+      # on_exit runs in another process: detach this test's pid, not that one.
+      test_pid = self()
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(test_pid) end)
       h = handler(max_retries: 1)
       RetryHandler.execute(h, fn -> {:error, http(503)} end)
       name = h.name
@@ -306,18 +314,25 @@ defmodule TinkexNative.RetryHandlerTest do
     end
 
     test "progress anywhere in the handler pushes the deadline" do
-      # Without the quick success at ~500 ms the slow one (2.3 s) would be
-      # stuck at 2 s; with it, the deadline moves to ~2.5 s.
-      h = handler(progress_timeout_ms: 2_000)
+      # The slow execution outlives three progress timeouts; quick
+      # successes next to it keep pushing the handler's deadline, so it is
+      # never stuck. Without them it would fail after 300 ms.
+      h = handler(progress_timeout_ms: 300)
+      parent = self()
 
       slow =
         Task.async(fn ->
-          RetryHandler.execute(h, fn -> Process.sleep(2_300) && {:ok, :slow} end)
+          RetryHandler.execute(h, fn ->
+            send(parent, {:slow_running, self()})
+            receive do: (:finish -> {:ok, :slow})
+          end)
         end)
 
-      Process.sleep(500)
-      assert {:ok, :quick} = RetryHandler.execute(h, fn -> {:ok, :quick} end)
+      assert_receive {:slow_running, runner}
+      keep_progressing(h, System.monotonic_time(:millisecond) + 900)
+      send(runner, :finish)
       assert {:ok, :slow} = Task.await(slow, 10_000)
+      assert RetryHandler.stats(h).stuck_events == 0
     end
 
     test "enable_stuck_detection: false disables it" do
@@ -327,9 +342,16 @@ defmodule TinkexNative.RetryHandlerTest do
 
     test "leaves no stray messages in the caller's mailbox" do
       h = handler(progress_timeout_ms: 50)
-      RetryHandler.execute(h, fn -> Process.sleep(:infinity) end)
-      RetryHandler.execute(h, fn -> {:ok, 1} end)
-      Process.sleep(120)
+
+      assert {:error, %Error{type: :stuck}} =
+               RetryHandler.execute(h, fn -> Process.sleep(:infinity) end)
+
+      assert {:ok, 1} = RetryHandler.execute(h, fn -> {:ok, 1} end)
+      # One more watchdog cycle: a late message of the first stuck run
+      # (from the same watchdog) would arrive before this one ends.
+      assert {:error, %Error{type: :stuck}} =
+               RetryHandler.execute(h, fn -> Process.sleep(:infinity) end)
+
       assert {:messages, []} = Process.info(self(), :messages)
     end
 
@@ -364,5 +386,15 @@ defmodule TinkexNative.RetryHandlerTest do
     native = TinkexNative.RetryConfig.to_native(TinkexNative.RetryConfig.new!())
     assert {:error, msg} = TinkexNative.Native.handler_get("x", %{native | jitter_pct: 3.0})
     assert msg =~ "jitter_pct"
+  end
+
+  # Quick successes on `h` until `until` (monotonic ms), each well within
+  # the handler's progress timeout of the one before.
+  defp keep_progressing(h, until) do
+    if System.monotonic_time(:millisecond) < until do
+      assert {:ok, :quick} = RetryHandler.execute(h, fn -> {:ok, :quick} end)
+      receive after: (50 -> :ok)
+      keep_progressing(h, until)
+    end
   end
 end

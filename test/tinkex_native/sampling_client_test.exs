@@ -168,16 +168,10 @@ defmodule TinkexNative.SamplingClientTest do
       assert {:error, %Error{type: :http, status: 403}} =
                SamplingClient.start_link(base_url: sim.base_url, api_key: @key, base_model: "m")
 
-      assert_receive {:EXIT, _pid, _}
-
-      # Only this test's: other async tests run clients meanwhile.
-      clients =
-        for p <- Process.list(),
-            match?({SamplingClient, :init, 1}, initial_call(p)),
-            self() in ancestors(p),
-            do: p
-
-      assert clients == []
+      # start_link returns once the refused client is gone; it exits
+      # :normal.
+      assert_received {:EXIT, _pid, :normal}
+      assert my_clients() == []
     end
 
     test "a set-up that outlives init_timeout_ms is abandoned, and stops retrying", %{sim: sim} do
@@ -456,7 +450,9 @@ defmodule TinkexNative.SamplingClientTest do
         })
 
       TinkexNative.Telemetry.attach_sink(self())
-      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
+      # on_exit runs in another process: detach this test's pid, not that one.
+      test_pid = self()
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(test_pid) end)
       client = start_client(sim)
       ssid = SamplingClient.session(client).sampling_session_id
       assert {:ok, _} = sample!(client)
@@ -552,12 +548,12 @@ defmodule TinkexNative.SamplingClientTest do
     GenServer.stop(client)
 
     assert {:error,
-            %Error{type: :validation, message: "no running TinkexNative.SamplingClient: " <> _}} =
-             SamplingClient.sample(client, prompt(), params())
+            %Error{
+              type: :client_not_running,
+              message: "no running TinkexNative.SamplingClient: " <> _
+            }} = SamplingClient.sample(client, prompt(), params())
 
-    assert_raise ArgumentError, ~r/no running TinkexNative.SamplingClient/, fn ->
-      SamplingClient.stats(client)
-    end
+    assert {:error, %Error{type: :client_not_running}} = SamplingClient.stats(client)
   end
 
   test "a killed client's published handle is removed", %{sim: sim} do
@@ -578,13 +574,25 @@ defmodule TinkexNative.SamplingClientTest do
     end
   end
 
-  defp initial_call(pid), do: dictionary(pid)[:"$initial_call"]
-  defp ancestors(pid), do: dictionary(pid)[:"$ancestors"] || []
+  # The clients this test process started that are still alive.
+  defp my_clients do
+    for p <- Process.list(),
+        match?({SamplingClient, :init, 1}, initial_call(p)),
+        match?({:dictionary, %{"$ancestors": [me | _]}} when me == self(), dictionary(p)),
+        do: p
+  end
 
   defp dictionary(pid) do
     case Process.info(pid, :dictionary) do
-      {:dictionary, d} -> d
-      nil -> []
+      {:dictionary, d} -> {:dictionary, Map.new(d)}
+      nil -> nil
+    end
+  end
+
+  defp initial_call(pid) do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, d} -> Keyword.get(d, :"$initial_call")
+      nil -> nil
     end
   end
 end

@@ -18,6 +18,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :timings,
     :heartbeat_interval_ms,
     :init_timeout_ms,
+    :async_setup,
+    :finish_timeout_ms,
     :tokens,
     :session_id,
     :sampling_session_seq_id
@@ -38,7 +40,10 @@ defmodule TinkexNative.SamplingClient.Options do
     :poll_backoff_base,
     :poll_backoff_cap,
     :pause_log_interval,
-    :dispatch_recent_window
+    :dispatch_recent_window,
+    :futures_poll_timeout,
+    :futures_ack_timeout,
+    :futures_retry
   ]
 
   def production_url, do: @production
@@ -56,7 +61,9 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, retry_config} <- retry_config(opts[:retry_config]),
          {:ok, timings} <- timings(Keyword.get(opts, :timings, [])),
          {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
-         {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000),
+         {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000, 86_400_000),
+         {:ok, async_setup} <- boolean(opts, :async_setup, false),
+         {:ok, finish_timeout} <- pos_int(opts, :finish_timeout_ms, 2_000, 60_000),
          {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
          :ok <- name(opts[:name]) do
       {:ok,
@@ -70,6 +77,8 @@ defmodule TinkexNative.SamplingClient.Options do
          timings: timings,
          heartbeat_interval_ms: heartbeat,
          init_timeout_ms: init_timeout,
+         async_setup: async_setup,
+         finish_timeout_ms: finish_timeout,
          tokens: tokens,
          name: opts[:name]
        }}
@@ -251,6 +260,22 @@ defmodule TinkexNative.SamplingClient.Options do
     case Keyword.get(opts, key, default) do
       v when is_integer(v) and v > 0 -> {:ok, v}
       v -> invalid(key, v, "a positive integer (milliseconds)")
+    end
+  end
+
+  # Timeouts the client waits out in `receive ... after`, which takes at
+  # most 2^32 - 1 ms: a sane ceiling below that.
+  defp pos_int(opts, key, default, max) do
+    case Keyword.get(opts, key, default) do
+      v when is_integer(v) and v > 0 and v <= max -> {:ok, v}
+      v -> invalid(key, v, "a positive integer of milliseconds, at most #{max}")
+    end
+  end
+
+  defp boolean(opts, key, default) do
+    case Keyword.get(opts, key, default) do
+      v when is_boolean(v) -> {:ok, v}
+      v -> invalid(key, v, "a boolean")
     end
   end
 

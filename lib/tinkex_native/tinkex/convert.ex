@@ -151,6 +151,8 @@ defmodule TinkexNative.Tinkex.Convert do
 
   # tinkex reports a malformed answer as a validation error of the user.
   defp kind(%Error{type: t}) when t in [:decode, :validation], do: {:validation, category: :user}
+  # As tinkex's "SamplingClient not initialized".
+  defp kind(%Error{type: :client_not_running}), do: {:validation, []}
   defp kind(%Error{}), do: {:request_failed, []}
 
   # tinkex's rule for an error answer without a "category" in its body.

@@ -77,6 +77,7 @@ defmodule TinkexNative.Tinkex.SamplingClient do
   | future expired (410) | `:api_status` | 410, `:server` |
   | failed future | `:request_failed` | the server's category (`:user`, `:server`, `:unknown`) |
   | bad input, malformed answer | `:validation` | `:user` |
+  | the client is not running | `:validation` (as tinkex's "not initialized") | — |
   | anything else | `:request_failed` | — |
 
   tinkex reads a `category` from an error answer's body; here the

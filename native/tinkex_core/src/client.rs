@@ -17,7 +17,8 @@ use crate::sampling::{run_attempt, LogLevel, SampleContext, SampleOutput, Sample
 pub struct SamplingClient {
     ctx: Arc<SampleContext>,
     handler: Arc<Handler>,
-    /// Next `seq_id`; one per attempt, from 0, as the Python SDK does.
+    /// Next `seq_id`; one per attempt, from the client's base (0 for the
+    /// client that created the sampling session, see `crate::seq_base`).
     next_seq: AtomicU64,
 }
 
@@ -36,6 +37,13 @@ impl SamplingClient {
             handler,
             next_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Starts this client's `seq_id`s at `first` (a clone's base, from
+    /// [`crate::seq_base::SeqBases::claim_for`]) instead of 0.
+    pub fn starting_at(self, first: u64) -> SamplingClient {
+        self.next_seq.store(first, Ordering::Relaxed);
+        self
     }
 
     /// The shared context (limiter, observer, dispatch limits).

@@ -17,5 +17,6 @@ pub mod precise_sleep;
 pub mod proto;
 pub mod rate_limiter;
 pub mod sampling;
+pub mod seq_base;
 pub mod session;
 pub mod wire;

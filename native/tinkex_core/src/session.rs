@@ -1,6 +1,7 @@
 //! Session set-up calls (`shared/PROTOCOL.md` "Session set-up"): client
-//! config, sessions, sampling sessions, heartbeats and sampler info, and
-//! [`open`], a sampling client's whole set-up.
+//! config, sessions, sampling sessions, joining a sampling session,
+//! heartbeats, sampler info and the end of a session; and [`open`], a
+//! sampling client's whole set-up.
 //!
 //! These calls carry the Python SDK's lower-layer (Stainless) retry: on a
 //! connection error, a timeout, 408/409/429/5xx (or `x-should-retry: true`)
@@ -20,9 +21,12 @@ use serde::Serialize;
 use crate::classify::retryable_status;
 use crate::error::{Error, ErrorKind};
 use crate::http::{Endpoint, IdempotencyKey, Reply, DEFAULT_TIMEOUT};
+use crate::seq_base::{Role, SeqBases};
 use crate::wire::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
-    CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,
+    CreateSessionAnswer, CreateSessionRequest, FinishReason, FinishReasonBody,
+    FinishSessionRequest, HeartbeatRequest, JoinSamplingSessionAnswer, JoinSamplingSessionRequest,
+    SamplerInfo, ServerFlags,
 };
 
 /// The transport retry of session calls (the SDK's Stainless layer).
@@ -192,12 +196,61 @@ pub async fn create_sampling_session(
     Ok(a.sampling_session_id)
 }
 
+/// `POST /api/v1/join_sampling_session`: this clone's `client_counter` in
+/// the sampling session (the original client is 0). Sent with the session
+/// retry, as the SDK does.
+pub async fn join_sampling_session(ep: &Endpoint, sampling_session_id: &str) -> Result<u64, Error> {
+    let body = JoinSamplingSessionRequest {
+        sampling_session_id,
+        kind: "join_sampling_session",
+    };
+    let a: JoinSamplingSessionAnswer = post(ep, "/api/v1/join_sampling_session", &body).await?;
+    Ok(a.client_counter)
+}
+
+/// `POST /api/v1/sessions/{session_id}/finish`, with the session retry but
+/// bounded by `within` in all (the answer's body is ignored, as the SDK
+/// does). A shutdown calls it, so it must never hang on the network: once
+/// `within` has passed the call fails as a `Timeout`.
+pub async fn finish_session(
+    ep: &Endpoint,
+    session_id: &str,
+    reason: FinishReason,
+    detail: Option<&str>,
+    within: Duration,
+) -> Result<(), Error> {
+    let body = FinishSessionRequest {
+        reason: FinishReasonBody { kind: reason },
+        detail,
+    };
+    let url = ep.url("/api/v1/sessions", &[session_id, "finish"])?;
+    let policy = SessionRetry {
+        timeout: within,
+        ..SessionRetry::default()
+    };
+    let send = request_with_retries(ep, Method::POST, url, Some(json_body(&body)?), &policy);
+    match tokio::time::timeout(within, send).await {
+        Ok(Ok(reply)) if reply.status.is_success() => Ok(()),
+        Ok(Ok(reply)) => Err(reply.to_error()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "finishing session {session_id} took longer than {} ms",
+                within.as_millis()
+            ),
+        )),
+    }
+}
+
 /// Where [`open`] gets its sampling session from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenTarget<'a> {
-    /// Create a sampling session of this model.
+    /// Create a sampling session of this model: the client is its
+    /// original ([`Role::Original`]).
     Create(ModelRef<'a>),
-    /// Use this existing sampling session as is.
+    /// Attach to this existing sampling session: the client is a clone
+    /// ([`Role::Clone`]).
     Existing(&'a str),
 }
 
@@ -207,46 +260,55 @@ pub struct Opened {
     /// The session: the one given, else the one created (`None` for an
     /// existing sampling session without a given session).
     pub session_id: Option<String>,
-    /// Whether `session_id` was created here, so that its heartbeats are
-    /// this client's job.
+    /// Whether `session_id` was created here: only then is keeping it
+    /// alive, and ending it, this client's job.
     pub created_session: bool,
     /// The sampling session to sample from.
     pub sampling_session_id: String,
+    /// The client's first seq_id ([`crate::seq_base`]).
+    pub first_seq_id: u64,
     /// The server's flags.
     pub flags: ServerFlags,
 }
 
-/// A sampling client's set-up: reads the server's flags, then, unless
-/// given an existing sampling session, creates a sampling session numbered
-/// `seq_id` in `session_id` — in a new session when none is given. A given
-/// session is someone else's (they create it and keep it alive).
+/// A sampling client's set-up: reads the server's flags; unless given an
+/// existing sampling session, creates a sampling session numbered `seq_id`
+/// in `session_id` — in a new session when none is given (a given session
+/// is someone else's: they created it and keep it alive); then claims the
+/// client's seq_id base in `bases`.
 pub async fn open(
     ep: &Endpoint,
     target: OpenTarget<'_>,
     session_id: Option<&str>,
     seq_id: u64,
+    bases: &SeqBases,
 ) -> Result<Opened, Error> {
     let flags = client_config(ep).await?;
-    let model = match target {
-        OpenTarget::Existing(id) => {
-            return Ok(Opened {
-                session_id: session_id.map(str::to_owned),
-                created_session: false,
-                sampling_session_id: id.to_owned(),
-                flags,
-            })
+    let join = flags.sample_join_sampling_session;
+    let (session_id, created_session, sampling_session_id, role) = match target {
+        OpenTarget::Existing(id) => (
+            session_id.map(str::to_owned),
+            false,
+            id.to_owned(),
+            Role::Clone,
+        ),
+        OpenTarget::Create(model) => {
+            let (session, created) = match session_id {
+                Some(s) => (s.to_owned(), false),
+                None => (create_session(ep, &[], None).await?.session_id, true),
+            };
+            let ssid = create_sampling_session(ep, &session, model, seq_id).await?;
+            (Some(session), created, ssid, Role::Original)
         }
-        OpenTarget::Create(model) => model,
     };
-    let (session, created_session) = match session_id {
-        Some(s) => (s.to_owned(), false),
-        None => (create_session(ep, &[], None).await?.session_id, true),
-    };
-    let sampling_session_id = create_sampling_session(ep, &session, model, seq_id).await?;
+    let base = bases
+        .claim_for(ep, &sampling_session_id, role, join)
+        .await?;
     Ok(Opened {
-        session_id: Some(session),
+        session_id,
         created_session,
         sampling_session_id,
+        first_seq_id: base.first_seq_id,
         flags,
     })
 }

@@ -21,11 +21,15 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod futures;
 mod session;
 
+pub use futures::{FutureCompletion, FuturesAnswer, FuturesRetrieveRequest, FuturesTarget};
 pub use session::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
-    CreateSessionAnswer, CreateSessionRequest, HeartbeatRequest, SamplerInfo, ServerFlags,
+    CreateSessionAnswer, CreateSessionRequest, FinishReason, FinishReasonBody,
+    FinishSessionRequest, HeartbeatRequest, JoinSamplingSessionAnswer, JoinSamplingSessionRequest,
+    SamplerInfo, ServerFlags,
 };
 
 /// Estimated wire bytes per prompt token (the Python SDK's estimate).

@@ -12,6 +12,7 @@ rustler::atoms! {
     tinkex_sample,
     tinkex_session,
     tinkex_heartbeat,
+    tinkex_finish,
     tinkex_event,
     tinkex_log,
     attempt_failed,

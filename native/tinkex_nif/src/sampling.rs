@@ -42,7 +42,10 @@ pub struct ClientOpts {
     api_key: String,
     version: String,
     sampling_session_id: String,
+    first_seq_id: u64,
     dispatch_bytes: u64,
+    inflight_bytes: u64,
+    retrieve_futures: bool,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
 }
@@ -63,13 +66,15 @@ fn client_new<'a>(
         .with_dispatch(Arc::new(DispatchLimits::new(
             DEFAULT_MAX_SUBMITS,
             opts.dispatch_bytes,
-        )));
+        )))
+        .with_response_budget(opts.inflight_bytes)
+        .with_retrieve_futures(opts.retrieve_futures);
     if let Some(pid) = opts.log_to {
         ctx = ctx.with_log_sink(Arc::new(move |level: LogLevel, msg: &str| {
             log_to(pid, level, msg)
         }));
     }
-    let client = SamplingClient::new(ctx, handler.0.clone());
+    let client = SamplingClient::new(ctx, handler.0.clone()).starting_at(opts.first_seq_id);
     let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
     Ok((atoms::ok(), client))
 }
@@ -291,6 +296,7 @@ struct ClientStats {
     backoff_ms: u64,
     queue_state: String,
     next_seq_id: u64,
+    futures_waiting: u64,
 }
 
 /// The client's own counters (the handler's come from `handler_stats`).
@@ -302,5 +308,6 @@ fn client_stats(client: ResourceArc<ClientRes>) -> ClientStats {
             .unwrap_or(u64::MAX),
         queue_state: ctx.observer.queue_state().as_str().to_owned(),
         next_seq_id: client.0.peek_seq_id(),
+        futures_waiting: ctx.futures_waiting() as u64,
     }
 }

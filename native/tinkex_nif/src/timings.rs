@@ -27,6 +27,9 @@ pub fn from_overrides(overrides: Vec<(String, u64)>) -> Result<Timings, String> 
             "poll_backoff_cap" => &mut t.poll_backoff_cap,
             "pause_log_interval" => &mut t.pause_log_interval,
             "dispatch_recent_window" => &mut t.dispatch_recent_window,
+            "futures_poll_timeout" => &mut t.futures_poll_timeout,
+            "futures_ack_timeout" => &mut t.futures_ack_timeout,
+            "futures_retry" => &mut t.futures_retry,
             other => return Err(format!("unknown timing {other:?}")),
         };
         *field = d;

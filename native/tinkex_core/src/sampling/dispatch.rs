@@ -23,12 +23,13 @@
 //! # });
 //! ```
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use super::budget::{BytesBudget, BytesPermit};
 use crate::wire::ServerFlags;
 
 /// Default concurrent submits (the SDK's fixed 400).
@@ -37,50 +38,6 @@ pub const DEFAULT_MAX_SUBMITS: usize = 400;
 pub const THROTTLED_SUBMITS: usize = 10;
 /// Bytes charge multiplier shortly after a 429 backoff.
 pub const THROTTLED_BYTES_FACTOR: u64 = 20;
-
-/// A bytes budget that may go negative (the SDK's `BytesSemaphore`).
-#[derive(Debug)]
-struct BytesBudget {
-    available: AtomicI64,
-    released: Notify,
-}
-
-impl BytesBudget {
-    async fn acquire(&self, n: i64) -> BytesPermit<'_> {
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            // Register before reading, so a release in between is not missed.
-            released.as_mut().enable();
-            let cur = self.available.load(Ordering::Acquire);
-            if cur >= 0 {
-                if self
-                    .available
-                    .compare_exchange(cur, cur - n, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return BytesPermit { budget: self, n };
-                }
-                continue;
-            }
-            released.await;
-        }
-    }
-}
-
-/// Bytes held from a [`DispatchLimits`] budget; returned on drop.
-#[derive(Debug)]
-struct BytesPermit<'a> {
-    budget: &'a BytesBudget,
-    n: i64,
-}
-
-impl Drop for BytesPermit<'_> {
-    fn drop(&mut self) {
-        self.budget.available.fetch_add(self.n, Ordering::AcqRel);
-        self.budget.released.notify_waiters();
-    }
-}
 
 /// The submission limits of one sampling client.
 #[derive(Debug)]
@@ -116,10 +73,7 @@ impl DispatchLimits {
         DispatchLimits {
             submits: Semaphore::new(max_submits.clamp(1, Semaphore::MAX_PERMITS)),
             throttled: Semaphore::new(THROTTLED_SUBMITS),
-            bytes: BytesBudget {
-                available: AtomicI64::new(i64::try_from(max_bytes).unwrap_or(i64::MAX)),
-                released: Notify::new(),
-            },
+            bytes: BytesBudget::new(max_bytes),
             epoch: Instant::now(),
             recent_until_ms: AtomicU64::new(0),
         }
@@ -154,10 +108,7 @@ impl DispatchLimits {
         } else {
             bytes
         };
-        let bytes = self
-            .bytes
-            .acquire(i64::try_from(charge).unwrap_or(i64::MAX))
-            .await;
+        let bytes = self.bytes.acquire(charge).await;
         DispatchPermit {
             _submit: submit,
             _throttled: throttle,
@@ -185,7 +136,7 @@ impl DispatchLimits {
 
     /// Prompt bytes left in the budget (negative while overdrawn).
     pub fn available_bytes(&self) -> i64 {
-        self.bytes.available.load(Ordering::Acquire)
+        self.bytes.available()
     }
 
     /// Free submit slots.

@@ -5,13 +5,19 @@
 //! attempt, calls [`run_attempt`], and on a retryable error sleeps and
 //! calls it again with the next `seq_id`. Inside an attempt every resend
 //! reuses the `seq_id` ([`submit`] has the table); polling follows the
-//! poll table ([`poll`]).
+//! poll table ([`poll`]). When the server switched on
+//! `sample_use_retrieve_futures`, the attempt first waits for its
+//! completion on the session poller ([`futures_poller`]) and then fetches
+//! the result with one poll under the same table.
 //!
 //! Parts:
 //! - [`SampleContext`]: what all samples of one sampling client share — the
 //!   pooled [`Endpoint`], the shared 429 [`RateLimiter`] of
 //!   `{base_url, api_key}`, the [`DispatchLimits`], the [`Timings`], the
-//!   [`QueueObserver`] and the [`BillingWindow`];
+//!   [`QueueObserver`], the [`BillingWindow`], the in-flight response
+//!   [`BytesBudget`] and, when the server asks for it
+//!   (`sample_use_retrieve_futures`), the session pollers
+//!   ([`futures_poller`]) that replace per-request polling;
 //! - [`SampleSpec`]: what to sample;
 //! - [`SampleOutput`]: the result.
 //!
@@ -36,7 +42,9 @@ use crate::http::Endpoint;
 use crate::rate_limiter::RateLimiter;
 
 mod billing;
+mod budget;
 mod dispatch;
+pub mod futures_poller;
 mod observer;
 pub(crate) mod output;
 pub mod poll;
@@ -45,6 +53,7 @@ pub mod submit;
 mod timings;
 
 pub use billing::BillingWindow;
+pub use budget::{BytesBudget, BytesPermit, DEFAULT_INFLIGHT_RESPONSE_BYTES};
 pub use dispatch::{
     DispatchLimits, DispatchPermit, DEFAULT_MAX_SUBMITS, THROTTLED_BYTES_FACTOR, THROTTLED_SUBMITS,
 };
@@ -72,6 +81,11 @@ pub struct SampleContext {
     pub observer: Arc<QueueObserver>,
     /// The current billing (402) incident.
     pub billing: Arc<BillingWindow>,
+    /// Result bytes being fetched after their size was announced.
+    pub response_budget: Arc<BytesBudget>,
+    /// The session pollers, when results are awaited through
+    /// `retrieve_futures`; `None`: per-request polling.
+    pub futures: Option<futures_poller::FuturesPollers>,
 }
 
 impl SampleContext {
@@ -91,6 +105,8 @@ impl SampleContext {
             )),
             timings,
             billing: Arc::new(BillingWindow::new()),
+            response_budget: Arc::new(BytesBudget::new(DEFAULT_INFLIGHT_RESPONSE_BYTES)),
+            futures: None,
         }
     }
 
@@ -119,6 +135,27 @@ impl SampleContext {
         self
     }
 
+    /// An in-flight response budget of `bytes` (the server's
+    /// `inflight_response_bytes_semaphore_size`).
+    pub fn with_response_budget(mut self, bytes: u64) -> SampleContext {
+        self.response_budget = Arc::new(BytesBudget::new(bytes));
+        self
+    }
+
+    /// `true`: await results through one `retrieve_futures` poller per
+    /// (session, clone) (the server's `sample_use_retrieve_futures`);
+    /// `false`: per-request polling.
+    pub fn with_retrieve_futures(mut self, on: bool) -> SampleContext {
+        self.futures = on.then(futures_poller::FuturesPollers::default);
+        self
+    }
+
+    /// Samples currently waiting for a `retrieve_futures` completion (0
+    /// with per-request polling).
+    pub fn futures_waiting(&self) -> usize {
+        self.futures.as_ref().map_or(0, |f| f.waiting())
+    }
+
     fn new_observer(&self, sink: Option<Arc<dyn LogSink>>) -> QueueObserver {
         let obs = QueueObserver::new(&self.sampling_session_id, self.timings.pause_log_interval);
         match sink.or_else(|| self.observer.sink()) {
@@ -140,7 +177,13 @@ pub async fn run_attempt(
     seq_id: u64,
 ) -> Result<SampleOutput, Error> {
     let submitted = submit::submit(ctx, spec, seq_id).await?;
-    let mut out = poll::poll(ctx, spec.method, &submitted.request_id).await?;
+    let mut out = match &ctx.futures {
+        Some(pollers) => {
+            futures_poller::await_result(ctx, pollers, spec.method, seq_id, &submitted.request_id)
+                .await?
+        }
+        None => poll::poll(ctx, spec.method, &submitted.request_id, None).await?,
+    };
     out.attach_sequence_ids(submitted.sequence_ids)?;
     Ok(out)
 }

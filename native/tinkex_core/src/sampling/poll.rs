@@ -5,7 +5,7 @@
 //! |---|---|
 //! | 2xx protobuf | decode the result |
 //! | 2xx `try_again` | record the queue state, poll again at once |
-//! | 2xx `complete_metadata` | poll again at once with `allow_metadata_only: false` |
+//! | 2xx `complete_metadata` | reserve `response_payload_size` bytes of the response budget, poll again at once with `allow_metadata_only: false` |
 //! | 2xx with `error` | fail with the category; never retried |
 //! | 2xx other JSON | decode it as a JSON result |
 //! | 408 | record a `queue_state` in the body, poll again at once |
@@ -16,6 +16,11 @@
 //! | 410 | fail as `Expired` (retryable: a new attempt with a new seq_id) |
 //! | other 4xx | fail (not retryable) |
 //! | malformed JSON or protobuf | decode error (not retryable) |
+//!
+//! The reserved bytes are held until the poll ends: the result is decoded,
+//! or the poll failed. When the size is known before the first poll (a
+//! `retrieve_futures` completion announced it), the bytes are reserved
+//! first and the first poll already asks for the full result.
 
 use std::time::Duration;
 
@@ -52,7 +57,8 @@ fn poll_body(request_id: &str, allow_metadata_only: bool) -> Result<Bytes, Error
 enum Answer {
     Done(SampleOutput),
     Pending,
-    FullResultNext,
+    /// `complete_metadata`, with the announced result size.
+    FullResultNext(u64),
 }
 
 fn on_success(ctx: &SampleContext, reply: Reply, request_id: &str) -> Result<Answer, Error> {
@@ -72,7 +78,9 @@ fn on_success(ctx: &SampleContext, reply: Reply, request_id: &str) -> Result<Ans
         return Ok(Answer::Pending);
     }
     if a.status.as_deref() == Some("complete_metadata") {
-        return Ok(Answer::FullResultNext);
+        return Ok(Answer::FullResultNext(
+            a.response_payload_size.unwrap_or_default(),
+        ));
     }
     if let Some(err) = &a.error {
         let category = a
@@ -94,15 +102,23 @@ fn on_success(ctx: &SampleContext, reply: Reply, request_id: &str) -> Result<Ans
     SampleOutput::from_json(a, request_id).map(Answer::Done)
 }
 
-/// Polls the future `request_id` until it resolves.
+/// Polls the future `request_id` until it resolves. `announced`: the
+/// result's size when already known (then the bytes are reserved and the
+/// first poll asks for the full result).
 pub(crate) async fn poll(
     ctx: &SampleContext,
     method: SdkMethod,
     request_id: &str,
+    announced: Option<u64>,
 ) -> Result<SampleOutput, Error> {
     let t = &ctx.timings;
-    let mut allow_metadata_only = true;
-    let mut body = poll_body(request_id, true)?;
+    // Held until this function returns, whatever the outcome.
+    let mut _reserved = None;
+    if let Some(n) = announced {
+        _reserved = Some(ctx.response_budget.acquire(n).await);
+    }
+    let mut allow_metadata_only = announced.is_none();
+    let mut body = poll_body(request_id, allow_metadata_only)?;
     let mut iteration: u64 = 0;
     let mut backoffs: u32 = 0;
     let mut bad_requests: u32 = 0;
@@ -150,11 +166,12 @@ pub(crate) async fn poll(
                         return Ok(out);
                     }
                     Answer::Pending => {}
-                    Answer::FullResultNext if allow_metadata_only => {
+                    Answer::FullResultNext(size) if allow_metadata_only => {
                         allow_metadata_only = false;
+                        _reserved = Some(ctx.response_budget.acquire(size).await);
                         body = poll_body(request_id, false)?;
                     }
-                    Answer::FullResultNext => {
+                    Answer::FullResultNext(_) => {
                         return Err(Error::new(
                             ErrorKind::Decode,
                             format!("complete_metadata twice for request {request_id}"),

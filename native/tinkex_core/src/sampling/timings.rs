@@ -23,6 +23,9 @@ use std::time::Duration;
 /// | `poll_backoff_cap` | 30 s | largest such delay (1, 2, 4 … 30 s) |
 /// | `pause_log_interval` | 60 s | at most one "sampling is paused" log per interval |
 /// | `dispatch_recent_window` | 10 s | after a 429 backoff ends, submits stay throttled this long |
+/// | `futures_poll_timeout` | 45 s | HTTP timeout of one waiting `retrieve_futures` long poll |
+/// | `futures_ack_timeout` | 5 s | HTTP timeout of one ack-only `retrieve_futures` poll |
+/// | `futures_retry` | 1 s | sleep after a retryable `retrieve_futures` failure (fixed, no backoff) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,6 +69,12 @@ pub struct Timings {
     pub pause_log_interval: Duration,
     /// How long after a 429 backoff ends submits stay throttled.
     pub dispatch_recent_window: Duration,
+    /// HTTP timeout of a waiting `retrieve_futures` long poll.
+    pub futures_poll_timeout: Duration,
+    /// HTTP timeout of an ack-only `retrieve_futures` poll.
+    pub futures_ack_timeout: Duration,
+    /// Sleep after a retryable `retrieve_futures` failure.
+    pub futures_retry: Duration,
 }
 
 impl Default for Timings {
@@ -87,6 +96,9 @@ impl Default for Timings {
             poll_backoff_cap: Duration::from_secs(30),
             pause_log_interval: Duration::from_secs(60),
             dispatch_recent_window: Duration::from_secs(10),
+            futures_poll_timeout: Duration::from_secs(45),
+            futures_ack_timeout: Duration::from_secs(5),
+            futures_retry: Duration::from_secs(1),
         }
     }
 }

@@ -19,9 +19,13 @@ pub struct ServerFlags {
     pub inflight_response_bytes_semaphore_size: u64,
     /// How long a billing (402) pause may last (default 3600 s).
     pub billing_exception_max_pause_duration_sec: f64,
-    /// Session-wide `retrieve_futures` polling (default false; not
-    /// implemented: per-request polling stays supported).
+    /// Wait for results through one `retrieve_futures` long poll per
+    /// sampling session instead of one poll loop per request (default
+    /// false).
     pub sample_use_retrieve_futures: bool,
+    /// A clone of a sampling client asks `join_sampling_session` for its
+    /// `client_counter` instead of drawing a random one (default false).
+    pub sample_join_sampling_session: bool,
 }
 
 impl Default for ServerFlags {
@@ -34,6 +38,7 @@ impl Default for ServerFlags {
             inflight_response_bytes_semaphore_size: 50 * 1024 * 1024,
             billing_exception_max_pause_duration_sec: 3600.0,
             sample_use_retrieve_futures: false,
+            sample_join_sampling_session: false,
         }
     }
 }
@@ -101,6 +106,53 @@ pub struct CreateSamplingSessionAnswer {
     pub sampling_session_id: String,
 }
 
+/// The body of `POST /api/v1/join_sampling_session`.
+#[derive(Debug, Serialize)]
+pub struct JoinSamplingSessionRequest<'a> {
+    /// The sampling session joined.
+    pub sampling_session_id: &'a str,
+    /// Always `"join_sampling_session"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// The answer of `join_sampling_session`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct JoinSamplingSessionAnswer {
+    /// This clone's number within the sampling session (the original
+    /// client is 0): its seq_ids start at 1e9 × the counter.
+    pub client_counter: u64,
+}
+
+/// Why a session ends, as `sessions/{id}/finish` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The owner stopped normally.
+    Success,
+    /// The owner stopped because of an error.
+    Errored,
+    /// The owner was interrupted.
+    Interrupted,
+}
+
+/// The `reason` object of a finish body: `{"type": "success"}`.
+#[derive(Debug, Serialize)]
+pub struct FinishReasonBody {
+    /// The reason.
+    #[serde(rename = "type")]
+    pub kind: FinishReason,
+}
+
+/// The body of `POST /api/v1/sessions/{id}/finish`.
+#[derive(Debug, Serialize)]
+pub struct FinishSessionRequest<'a> {
+    /// Why the session ends.
+    pub reason: FinishReasonBody,
+    /// Free text for the service (`null` when none).
+    pub detail: Option<&'a str>,
+}
+
 /// The body of `POST /api/v1/session_heartbeat`.
 #[derive(Debug, Serialize)]
 pub struct HeartbeatRequest<'a> {
@@ -163,6 +215,27 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({"type":"create_session","tags":[],"user_metadata":null,"sdk_version":"0.1.0"})
+        );
+        let r = JoinSamplingSessionRequest {
+            sampling_session_id: "s:sample:0",
+            kind: "join_sampling_session",
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"sampling_session_id":"s:sample:0","type":"join_sampling_session"})
+        );
+        let a: JoinSamplingSessionAnswer =
+            serde_json::from_str(r#"{"type":"join_sampling_session","client_counter":3}"#).unwrap();
+        assert_eq!(a.client_counter, 3);
+        let r = FinishSessionRequest {
+            reason: FinishReasonBody {
+                kind: FinishReason::Errored,
+            },
+            detail: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"reason":{"type":"errored"},"detail":null})
         );
     }
 }

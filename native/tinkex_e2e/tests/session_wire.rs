@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::json;
 use tinkex_core::error::ErrorKind;
 use tinkex_core::http::Endpoint;
+use tinkex_core::seq_base::SeqBases;
 use tinkex_core::session::{
     client_config, create_sampling_session, create_session, get_sampler, heartbeat, open,
     request_with_retries, ModelRef, OpenTarget, SessionRetry,
@@ -112,18 +113,22 @@ async fn open_in_a_given_session_creates_only_the_sampling_session() {
     );
     let e = ep(&m);
 
+    let bases = SeqBases::new();
+
     // A given session: no create_session, the given seq_id.
     let o = open(
         &e,
         OpenTarget::Create(ModelRef::BaseModel("Qwen/Qwen3-8B")),
         Some("theirs"),
         3,
+        &bases,
     )
     .await
     .unwrap();
     assert_eq!(o.session_id.as_deref(), Some("theirs"));
     assert!(!o.created_session);
     assert_eq!(o.sampling_session_id, "ss-x");
+    assert_eq!(o.first_seq_id, 0);
     assert_eq!(o.flags.sample_max_concurrent_requests, 9);
     assert!(m.requests("/api/v1/create_session").is_empty());
     assert_eq!(
@@ -137,6 +142,7 @@ async fn open_in_a_given_session_creates_only_the_sampling_session() {
         OpenTarget::Create(ModelRef::ModelPath("tinker://w/2")),
         None,
         0,
+        &bases,
     )
     .await
     .unwrap();
@@ -151,10 +157,18 @@ async fn open_in_a_given_session_creates_only_the_sampling_session() {
     );
 
     // An existing sampling session: nothing created, only the flags read.
-    let o = open(&e, OpenTarget::Existing("ss-given"), Some("theirs"), 0)
-        .await
-        .unwrap();
+    let o = open(
+        &e,
+        OpenTarget::Existing("ss-given"),
+        Some("theirs"),
+        0,
+        &bases,
+    )
+    .await
+    .unwrap();
     assert_eq!(o.sampling_session_id, "ss-given");
+    // A clone of it: a drawn seq_id range, not the original's.
+    assert!(o.first_seq_id >= tinkex_core::seq_base::CLONE_STRIDE);
     assert_eq!(
         (o.session_id.as_deref(), o.created_session),
         (Some("theirs"), false)

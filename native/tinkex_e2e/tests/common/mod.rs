@@ -246,6 +246,9 @@ pub fn fast() -> Timings {
         poll_backoff_cap: ms(80),
         pause_log_interval: Duration::from_secs(60),
         dispatch_recent_window: ms(100),
+        futures_poll_timeout: ms(2000),
+        futures_ack_timeout: ms(2000),
+        futures_retry: ms(20),
     }
 }
 

@@ -238,35 +238,24 @@ defmodule TinkexNative.Tinkex.SamplingClient do
   end
 
   # Runs in the task: the native sample is this process's, so it is
-  # cancelled when this process ends, whether done, timed out or killed.
+  # cancelled when this process ends, whether done or killed; its deadline
+  # (tinkex's `:timeout`/`:await_timeout`) is enforced natively.
   defp run_sample(client, prompt, params, opts) do
     with {:ok, prompt} <- Convert.prompt(prompt),
          {:ok, params} <- Convert.params(params),
-         {:ok, native_opts, deadline} <- sample_options(opts),
+         {:ok, native_opts} <- sample_options(opts),
          {:ok, ref} <- NativeClient.sample_async(client, prompt, params, native_opts) do
-      await(ref, deadline)
+      receive do
+        {:tinkex_sample, ^ref, result} -> result
+      end
     end
     |> case do
       {:ok, response} -> {:ok, Convert.response(response)}
       {:error, %TinkexNative.Error{} = e} -> {:error, Convert.error(e)}
-      {:error, :deadline, ms} -> {:error, deadline_error(ms)}
     end
   end
 
-  defp await(ref, deadline) do
-    receive do
-      {:tinkex_sample, ^ref, result} -> result
-    after
-      deadline -> {:error, :deadline, deadline}
-    end
-  end
-
-  defp deadline_error(ms),
-    do:
-      Convert.error(:api_timeout, "Sample did not complete within #{ms}ms", data: %{timeout: ms})
-
-  # tinkex's sample options as TinkexNative.SamplingClient.sample_async/4's,
-  # plus the deadline awaited here.
+  # tinkex's sample options as TinkexNative.SamplingClient.sample_async/4's.
   defp sample_options(opts) do
     with :ok <- keyword(opts),
          {:ok, logprobs?} <- prompt_logprobs(Keyword.get(opts, :prompt_logprobs)),
@@ -276,8 +265,9 @@ defmodule TinkexNative.Tinkex.SamplingClient do
          num_samples: Keyword.get(opts, :num_samples, 1),
          include_prompt_logprobs: logprobs?,
          topk_prompt_logprobs: Keyword.get(opts, :topk_prompt_logprobs, 0) || 0,
-         tokens: :list
-       ], deadline}
+         tokens: :list,
+         timeout: deadline
+       ]}
     end
   end
 
@@ -295,8 +285,8 @@ defmodule TinkexNative.Tinkex.SamplingClient do
 
   # tinkex bounds the wait for a result with `:timeout` (polling the
   # future) and `:await_timeout` (awaiting the poll task); here the smaller
-  # one bounds the whole sample. The one place to change once
-  # TinkexNative.SamplingClient.sample/4 takes a `timeout:` of its own.
+  # one is the whole sample's deadline (`timeout:` of
+  # TinkexNative.SamplingClient.sample_async/4).
   defp deadline(opts) do
     Enum.reduce_while([:timeout, :await_timeout], {:ok, :infinity}, fn key, {:ok, acc} ->
       case Keyword.get(opts, key) do

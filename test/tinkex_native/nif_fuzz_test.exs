@@ -495,18 +495,6 @@ defmodule TinkexNative.NifFuzzTest do
     end
   end
 
-  defp fuzzed_session_open_args(c),
-    do: [
-      session_url(c),
-      string(c),
-      string(c),
-      limits(c),
-      model(c),
-      arg(c, fn -> pick([nil, "sess"]) end),
-      int(c),
-      ref(c)
-    ]
-
   defp args_for(:session_heartbeat, 6, c),
     do: [session_url(c), string(c), string(c), limits(c), string(c), ref(c)]
 
@@ -533,6 +521,18 @@ defmodule TinkexNative.NifFuzzTest do
 
     first ++ for(_ <- 2..arity//1, do: term(c))
   end
+
+  defp fuzzed_session_open_args(c),
+    do: [
+      session_url(c),
+      string(c),
+      string(c),
+      limits(c),
+      model(c),
+      arg(c, fn -> pick([nil, "sess"]) end),
+      int(c),
+      ref(c)
+    ]
 
   defp non_binary(c) do
     t = term(c)

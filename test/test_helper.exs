@@ -1,4 +1,12 @@
 :inets.start()
+
+# Stand-ins of tinkex's structs for test/tinkex_adapter/ (see
+# test/support/tinkex_stubs/README.md): loaded here, not compiled by mix,
+# so that they stay out of the :tinkex_native application.
+for stub <- Path.wildcard(Path.join(__DIR__, "support/tinkex_stubs/*.exs")) do
+  Code.require_file(stub)
+end
+
 # The chaos suite (test/chaos/) is tagged :chaos and :chaos_long and always
 # runs: its size is chosen at run time. A plain `mix test` runs its short
 # version; `mix test --only chaos_long` (or `--include chaos_long`, or

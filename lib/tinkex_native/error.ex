@@ -20,6 +20,9 @@ defmodule TinkexNative.Error do
     * `:message` - for humans. Never contains the API key.
     * `:request_id` - the server's request id when known.
     * `:retryable?` - whether the retry rule considers this error transient.
+    * `:retry_after_ms` - for an HTTP error answer, the delay the server
+      asked for (`retry-after-ms`, else `retry-after`), when within
+      (0, 60] s; otherwise `nil`.
 
   ## Examples
 
@@ -49,7 +52,8 @@ defmodule TinkexNative.Error do
           status: non_neg_integer() | nil,
           message: String.t(),
           request_id: String.t() | nil,
-          retryable?: boolean()
+          retryable?: boolean(),
+          retry_after_ms: non_neg_integer() | nil
         }
 
   defexception type: :internal,
@@ -57,7 +61,8 @@ defmodule TinkexNative.Error do
                status: nil,
                message: "unknown error",
                request_id: nil,
-               retryable?: false
+               retryable?: false,
+               retry_after_ms: nil
 
   @doc """
   The error as the native side reports it: the NIF builds `%TinkexNative.Error{}`

@@ -85,7 +85,9 @@ defmodule TinkexNative.Native do
   def prompt_image(_data), do: err()
 
   # Sessions and sampling
-  def session_open(_base_url, _api_key, _version, _limits, _model, _ref), do: err()
+  def session_open(_base_url, _api_key, _version, _limits, _model, _session_id, _seq_id, _ref),
+    do: err()
+
   def session_heartbeat(_base_url, _api_key, _version, _limits, _session_id, _ref), do: err()
 
   def session_finish(

@@ -23,6 +23,11 @@ defmodule TinkexNative.SamplingClient do
     * one of `:sampling_session_id` (an existing sampling session: the
       client is a clone, see "Clones"), `:base_model` or `:model_path`
       (`"tinker://..."`; these create a session and a sampling session).
+    * `:session_id` - an existing session to create the sampling session
+      in. Its owner keeps it alive and ends it: the client then creates no
+      session, sends no heartbeats and does not finish it.
+    * `:sampling_session_seq_id` - the number of the sampling session in
+      its session (default 0; with `:base_model` or `:model_path` only).
     * `:retry_config` - a `%TinkexNative.RetryConfig{}` or its options. When
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
@@ -177,7 +182,8 @@ defmodule TinkexNative.SamplingClient do
 
   @doc """
   Starts a client: validates the options, reads the server's flags,
-  creates the session (unless given `:sampling_session_id`), claims the
+  creates the session (unless given `:session_id` or
+  `:sampling_session_id`), claims the
   client's seq_id range and publishes the native handles. Returns
   `{:ok, pid}`, or `{:error, %ArgumentError{}}` for a bad option and
   `{:error, %TinkexNative.Error{}}` when the service refused; in both cases no
@@ -416,8 +422,10 @@ defmodule TinkexNative.SamplingClient do
   defp queue_state(_), do: :unknown
 
   @doc """
-  The sampling session id and (when this client created it) the session
-  id, or `{:error, %TinkexNative.Error{type: :client_not_running}}`.
+  The sampling session id and the session id (the given `:session_id`,
+  else the one this client created; `nil` for a given
+  `:sampling_session_id` alone), or
+  `{:error, %TinkexNative.Error{type: :client_not_running}}`.
 
   The sampling session id is all another client needs to sample from the
   same sampling session, in this VM, on another node or in another
@@ -539,7 +547,9 @@ defmodule TinkexNative.SamplingClient do
     Telemetry.execute(
       [:tinkex_native, :retry_handler, :stuck],
       %{progress_timeout_ms: handle.config.progress_timeout_ms},
-      %{handler: handle.sampling_session_id}
+      # The handler's own name, as `TinkexNative.RetryHandler` reports it:
+      # `"<sampling session>@<base_url>"`.
+      %{handler: handle.handler.name}
     )
   end
 
@@ -551,7 +561,7 @@ defmodule TinkexNative.SamplingClient do
     user? = Error.user_error?(error)
 
     Telemetry.execute([:tinkex_native, :retry_handler, :attempt_failed], m, %{
-      handler: handle.sampling_session_id,
+      handler: handle.handler.name,
       error: error,
       retry?: retry?,
       user_error?: user?,
@@ -568,7 +578,16 @@ defmodule TinkexNative.SamplingClient do
     Process.flag(:trap_exit, true)
     ref = make_ref()
 
-    case Native.session_open(o.base_url, o.api_key.(), @version, o.max_body_bytes, o.model, ref) do
+    case Native.session_open(
+           o.base_url,
+           o.api_key.(),
+           @version,
+           o.max_body_bytes,
+           o.model,
+           o.session_id,
+           o.sampling_session_seq_id,
+           ref
+         ) do
       :ok when o.async_setup ->
         ClientTable.put(self(), :starting)
         timer = Process.send_after(self(), {:setup_timeout, ref}, o.init_timeout_ms)
@@ -676,7 +695,8 @@ defmodule TinkexNative.SamplingClient do
     |> RetryConfig.new!()
   end
 
-  defp schedule_heartbeat(%{handle: %{session_id: nil}} = s), do: s
+  # Only a session this client created is its to keep alive.
+  defp schedule_heartbeat(%{owns_session?: false} = s), do: s
 
   defp schedule_heartbeat(s) do
     %{s | heartbeat: Process.send_after(self(), :heartbeat, s.opts.heartbeat_interval_ms)}

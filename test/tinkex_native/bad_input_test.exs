@@ -103,7 +103,22 @@ defmodule TinkexNative.BadInputTest do
       {"zero heartbeat interval", ":heartbeat_interval_ms", s.(heartbeat_interval_ms: 0)},
       {"init timeout :infinity", ":init_timeout_ms", s.(init_timeout_ms: :infinity)},
       {"unknown tokens format", ":tokens", s.(tokens: :tuple)},
-      {"name a string", ":name", s.(name: "client")}
+      {"name a string", ":name", s.(name: "client")},
+      {"empty session_id", ":session_id", s.(session_id: "")},
+      {"session_id not a string", ":session_id", s.(session_id: 7)},
+      {"negative sampling_session_seq_id", ":sampling_session_seq_id",
+       s.(sampling_session_seq_id: -1)},
+      {"sampling_session_seq_id not an integer", ":sampling_session_seq_id",
+       s.(sampling_session_seq_id: "1")},
+      {"sampling_session_seq_id with an existing sampling session", ":sampling_session_seq_id",
+       fn ->
+         SamplingClient.start_link(
+           base_url: sim.base_url,
+           api_key: @key,
+           sampling_session_id: "ss",
+           sampling_session_seq_id: 2
+         )
+       end}
     ]
   end
 

@@ -475,8 +475,25 @@ defmodule TinkexNative.NifFuzzTest do
   defp args_for(:lease_release, 2, c), do: [lease(c), bool(c)]
   defp args_for(:handler_record_failure, 3, c), do: [handler(c), string(c), bool(c)]
 
-  defp args_for(:session_open, 6, c),
-    do: [session_url(c), string(c), string(c), limits(c), model(c), ref(c)]
+  # Eight arguments, each valid half the time, would almost never all be
+  # valid at once: one call in four gets a well-formed set, so the accepted
+  # path is exercised too.
+  defp args_for(:session_open, 8, c) do
+    if :rand.uniform(4) == 1 do
+      [
+        c.sim_url,
+        "tml-fuzz",
+        "0.1.0",
+        %{result: 1_000_000, control: 1_000},
+        {pick([:base_model, :sampling_session_id]), "Qwen/Qwen3-8B"},
+        pick([nil, "sess"]),
+        pick([0, 5]),
+        make_ref()
+      ]
+    else
+      fuzzed_session_open_args(c)
+    end
+  end
 
   defp args_for(:session_heartbeat, 6, c),
     do: [session_url(c), string(c), string(c), limits(c), string(c), ref(c)]
@@ -504,6 +521,18 @@ defmodule TinkexNative.NifFuzzTest do
 
     first ++ for(_ <- 2..arity//1, do: term(c))
   end
+
+  defp fuzzed_session_open_args(c),
+    do: [
+      session_url(c),
+      string(c),
+      string(c),
+      limits(c),
+      model(c),
+      arg(c, fn -> pick([nil, "sess"]) end),
+      int(c),
+      ref(c)
+    ]
 
   defp non_binary(c) do
     t = term(c)

@@ -397,7 +397,9 @@ defmodule TinkexNative.SamplingCancelTest do
   describe "telemetry" do
     setup do
       TinkexNative.Telemetry.attach_sink(self())
-      on_exit(fn -> TinkexNative.Telemetry.detach_sink(self()) end)
+      # on_exit runs in another process: detach this test's pid.
+      test_pid = self()
+      on_exit(fn -> TinkexNative.Telemetry.detach_sink(test_pid) end)
     end
 
     test "[:tinkex_native, :retry_handler, :stuck] for each stuck sample, each announced", %{
@@ -405,17 +407,18 @@ defmodule TinkexNative.SamplingCancelTest do
     } do
       {:ok, _} = TinkerSim.set_scenario(sim, %{"stuck" => true, "dynamic_config" => @cancel_on})
       client = start_client(sim, retry_config: [progress_timeout_ms: 150])
-      ssid = SamplingClient.session(client).sampling_session_id
+      # Unique in the VM: sampling session ids repeat across simulators.
+      handler = "#{SamplingClient.session(client).sampling_session_id}@#{sim.base_url}"
       tasks = for _ <- 1..2, do: elem(SamplingClient.sample(client, prompt(), params()), 1)
       for t <- tasks, do: assert({:error, %Error{type: :stuck}} = Task.await(t, 5_000))
 
       for _ <- tasks do
         assert_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :stuck],
-                        %{progress_timeout_ms: 150}, %{handler: ^ssid}}
+                        %{progress_timeout_ms: 150}, %{handler: ^handler}}
       end
 
       refute_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :stuck], _,
-                      %{handler: ^ssid}},
+                      %{handler: ^handler}},
                      50
 
       # As in the Python SDK, the watchdog's victims are announced.

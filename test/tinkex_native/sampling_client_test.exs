@@ -99,6 +99,40 @@ defmodule TinkexNative.SamplingClientTest do
       assert {:ok, %SampleResponse{}} = sample!(client)
     end
 
+    test "a given session_id: only the sampling session is created, with the given seq id, and no heartbeats",
+         %{sim: sim} do
+      # A client that owns its session beats every 5 ms: by the time it has
+      # beaten 3 times, the other would have too, if it beat at all.
+      owner = start_client(sim, heartbeat_interval_ms: 5)
+
+      given =
+        start_client(sim,
+          session_id: "their-session",
+          sampling_session_seq_id: 4,
+          heartbeat_interval_ms: 5
+        )
+
+      assert SamplingClient.session(given) == %{
+               sampling_session_id: "their-session:sample:4",
+               session_id: "their-session"
+             }
+
+      assert [_] = TinkerSim.log(sim, endpoint: "create_session")
+
+      assert [_, %{"body" => %{"session_id" => "their-session", "sampling_session_seq_id" => 4}}] =
+               TinkerSim.log(sim, endpoint: "create_sampling_session")
+
+      assert {:ok, %SampleResponse{}} = sample!(given)
+      owned = SamplingClient.session(owner).session_id
+
+      wait_until(fn ->
+        Enum.count(TinkerSim.log(sim, endpoint: "session_heartbeat")) >= 3
+      end)
+
+      beats = TinkerSim.log(sim, endpoint: "session_heartbeat")
+      assert Enum.all?(beats, &(&1["body"]["session_id"] == owned))
+    end
+
     test "an explicit retry_config wins over server flags; without one the flags apply", %{
       sim: sim
     } do
@@ -177,6 +211,24 @@ defmodule TinkexNative.SamplingClientTest do
   end
 
   describe "sample/4" do
+    test "an HTTP error carries the server's retry-after", %{sim: sim} do
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "rules" => [
+            %{
+              "endpoint" => "asample",
+              "match" => %{"first" => 1},
+              "action" => %{"status" => 422, "headers" => %{"retry-after-ms" => "1234"}}
+            },
+            %{"endpoint" => "asample", "match" => %{"first" => 1}, "action" => %{"status" => 422}}
+          ]
+        })
+
+      client = start_client(sim)
+      assert {:error, %Error{type: :http, status: 422, retry_after_ms: 1234}} = sample!(client)
+      assert {:error, %Error{type: :http, status: 422, retry_after_ms: nil}} = sample!(client)
+    end
+
     test "returns the simulator's deterministic tokens for its request", %{sim: sim} do
       client = start_client(sim)
       assert {:ok, %SampleResponse{sequences: [seq]}} = sample!(client)
@@ -403,11 +455,12 @@ defmodule TinkexNative.SamplingClientTest do
       on_exit(fn -> TinkexNative.Telemetry.detach_sink(test_pid) end)
       client = start_client(sim)
       ssid = SamplingClient.session(client).sampling_session_id
+      handler = "#{ssid}@#{sim.base_url}"
       assert {:ok, _} = sample!(client)
 
       assert_receive {:tinkex_telemetry, [:tinkex_native, :retry_handler, :attempt_failed],
                       %{attempt: 1},
-                      %{handler: ^ssid, retry?: true, error: %Error{type: :expired}}}
+                      %{handler: ^handler, retry?: true, error: %Error{type: :expired}}}
 
       assert_receive {:tinkex_telemetry, [:tinkex_native, :sample, :stop], %{attempts: 2},
                       %{session: ^ssid, result: :ok}}

@@ -21,7 +21,9 @@ defmodule TinkexNative.SamplingClient.Options do
     :init_timeout_ms,
     :async_setup,
     :finish_timeout_ms,
-    :tokens
+    :tokens,
+    :session_id,
+    :sampling_session_seq_id
   ]
   @timings [
     :submit_timeout,
@@ -63,6 +65,8 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, base_url} <- base_url(opts),
          {:ok, api_key} <- api_key(opts),
          {:ok, model} <- model(opts),
+         {:ok, session_id} <- session_id(opts[:session_id]),
+         {:ok, seq_id} <- seq_id(opts, model),
          {:ok, retry_config} <- retry_config(opts[:retry_config]),
          {:ok, max_body_bytes} <- max_body_bytes(Keyword.get(opts, :max_body_bytes, [])),
          {:ok, timings} <- timings(Keyword.get(opts, :timings, [])),
@@ -77,6 +81,8 @@ defmodule TinkexNative.SamplingClient.Options do
          base_url: base_url,
          api_key: api_key,
          model: model,
+         session_id: session_id,
+         sampling_session_seq_id: seq_id,
          retry_config: retry_config,
          max_body_bytes: max_body_bytes,
          timings: timings,
@@ -199,6 +205,31 @@ defmodule TinkexNative.SamplingClient.Options do
         error(
           "expected only one of :sampling_session_id, :base_model or :model_path, got: #{inspect(Keyword.keys(many))}"
         )
+    end
+  end
+
+  # A session someone else owns (creates and heartbeats).
+  defp session_id(nil), do: {:ok, nil}
+  defp session_id(id) when is_binary(id) and id != "", do: {:ok, id}
+  defp session_id(id), do: invalid(:session_id, id, "a non-empty string")
+
+  @max_u64 18_446_744_073_709_551_615
+
+  defp seq_id(opts, model) do
+    case {Keyword.fetch(opts, :sampling_session_seq_id), model} do
+      {:error, _} ->
+        {:ok, 0}
+
+      {{:ok, n}, {:sampling_session_id, _}} ->
+        error(
+          "invalid :sampling_session_seq_id: it numbers a sampling session this client creates, so it applies only with :base_model or :model_path, not with :sampling_session_id; got: #{inspect(n)}"
+        )
+
+      {{:ok, n}, _} when is_integer(n) and n >= 0 and n <= @max_u64 ->
+        {:ok, n}
+
+      {{:ok, n}, _} ->
+        invalid(:sampling_session_seq_id, n, "a non-negative integer")
     end
   end
 

@@ -104,6 +104,9 @@ pub struct Error {
     /// good: its status is the poll's, not a submit's). `retryable` is
     /// then `false`, and the handler keeps it so.
     pub fatal: bool,
+    /// The delay the server asked for with an HTTP error answer
+    /// (`retry-after-ms` / `retry-after`, when within (0, 60] s), in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Error {
@@ -117,6 +120,7 @@ impl Error {
             request_id: None,
             retryable: false,
             fatal: false,
+            retry_after_ms: None,
         };
         e.retryable = crate::classify::default_retryable(&e);
         e
@@ -147,6 +151,12 @@ impl Error {
     pub fn into_fatal(mut self) -> Error {
         self.retryable = false;
         self.fatal = true;
+        self
+    }
+
+    /// Sets the server's requested delay.
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> Error {
+        self.retry_after_ms = after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self
     }
 

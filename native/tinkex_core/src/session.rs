@@ -1,6 +1,7 @@
 //! Session set-up calls (`docs/protocol.md` "Setting up a client"): client
 //! config, sessions, sampling sessions, joining a sampling session,
-//! heartbeats, sampler info and the end of a session.
+//! heartbeats, sampler info and the end of a session; and [`open`], a
+//! sampling client's whole set-up.
 //!
 //! These calls carry the Python SDK's lower-layer (Stainless) retry: on a
 //! connection error, a timeout, 408/409/429/5xx (or `x-should-retry: true`)
@@ -20,6 +21,7 @@ use serde::Serialize;
 use crate::classify::retryable_status;
 use crate::error::{Error, ErrorKind};
 use crate::http::{Endpoint, IdempotencyKey, Reply, DEFAULT_TIMEOUT};
+use crate::seq_base::{Role, SeqBases};
 use crate::wire::{
     ClientConfigRequest, CreateSamplingSessionAnswer, CreateSamplingSessionRequest,
     CreateSessionAnswer, CreateSessionRequest, FinishReason, FinishReasonBody,
@@ -239,6 +241,76 @@ pub async fn finish_session(
             ),
         )),
     }
+}
+
+/// Where [`open`] gets its sampling session from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenTarget<'a> {
+    /// Create a sampling session of this model: the client is its
+    /// original ([`Role::Original`]).
+    Create(ModelRef<'a>),
+    /// Attach to this existing sampling session: the client is a clone
+    /// ([`Role::Clone`]).
+    Existing(&'a str),
+}
+
+/// What [`open`] set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// The session: the one given, else the one created (`None` for an
+    /// existing sampling session without a given session).
+    pub session_id: Option<String>,
+    /// Whether `session_id` was created here: only then is keeping it
+    /// alive, and ending it, this client's job.
+    pub created_session: bool,
+    /// The sampling session to sample from.
+    pub sampling_session_id: String,
+    /// The client's first seq_id ([`crate::seq_base`]).
+    pub first_seq_id: u64,
+    /// The server's flags.
+    pub flags: ServerFlags,
+}
+
+/// A sampling client's set-up: reads the server's flags; unless given an
+/// existing sampling session, creates a sampling session numbered `seq_id`
+/// in `session_id` — in a new session when none is given (a given session
+/// is someone else's: they created it and keep it alive); then claims the
+/// client's seq_id base in `bases`.
+pub async fn open(
+    ep: &Endpoint,
+    target: OpenTarget<'_>,
+    session_id: Option<&str>,
+    seq_id: u64,
+    bases: &SeqBases,
+) -> Result<Opened, Error> {
+    let flags = client_config(ep).await?;
+    let join = flags.sample_join_sampling_session;
+    let (session_id, created_session, sampling_session_id, role) = match target {
+        OpenTarget::Existing(id) => (
+            session_id.map(str::to_owned),
+            false,
+            id.to_owned(),
+            Role::Clone,
+        ),
+        OpenTarget::Create(model) => {
+            let (session, created) = match session_id {
+                Some(s) => (s.to_owned(), false),
+                None => (create_session(ep, &[], None).await?.session_id, true),
+            };
+            let ssid = create_sampling_session(ep, &session, model, seq_id).await?;
+            (Some(session), created, ssid, Role::Original)
+        }
+    };
+    let base = bases
+        .claim_for(ep, &sampling_session_id, role, join)
+        .await?;
+    Ok(Opened {
+        session_id,
+        created_session,
+        sampling_session_id,
+        first_seq_id: base.first_seq_id,
+        flags,
+    })
 }
 
 /// Timeout of one heartbeat (the SDK's 10 s).

@@ -9,9 +9,10 @@ use reqwest::Method;
 use serde_json::json;
 use tinkex_core::error::ErrorKind;
 use tinkex_core::http::Endpoint;
+use tinkex_core::seq_base::SeqBases;
 use tinkex_core::session::{
-    client_config, create_sampling_session, create_session, get_sampler, heartbeat,
-    request_with_retries, ModelRef, SessionRetry,
+    client_config, create_sampling_session, create_session, get_sampler, heartbeat, open,
+    request_with_retries, ModelRef, OpenTarget, SessionRetry,
 };
 use tinkex_core::wire::ServerFlags;
 
@@ -93,6 +94,88 @@ async fn sessions_and_sampling_sessions() {
         reqs[1].body,
         json!({"type":"create_sampling_session","session_id":"s-1","sampling_session_seq_id":1,"model_path":"tinker://w/1"})
     );
+}
+
+#[tokio::test]
+async fn open_in_a_given_session_creates_only_the_sampling_session() {
+    let m = Mock::start().await;
+    m.default(
+        "/api/v1/client/config",
+        Reply::Json(200, json!({"sample_max_concurrent_requests":9})),
+    );
+    m.default(
+        "/api/v1/create_session",
+        Reply::Json(200, json!({"session_id":"new-1"})),
+    );
+    m.default(
+        "/api/v1/create_sampling_session",
+        Reply::Json(200, json!({"sampling_session_id":"ss-x"})),
+    );
+    let e = ep(&m);
+
+    let bases = SeqBases::new();
+
+    // A given session: no create_session, the given seq_id.
+    let o = open(
+        &e,
+        OpenTarget::Create(ModelRef::BaseModel("Qwen/Qwen3-8B")),
+        Some("theirs"),
+        3,
+        &bases,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.session_id.as_deref(), Some("theirs"));
+    assert!(!o.created_session);
+    assert_eq!(o.sampling_session_id, "ss-x");
+    assert_eq!(o.first_seq_id, 0);
+    assert_eq!(o.flags.sample_max_concurrent_requests, 9);
+    assert!(m.requests("/api/v1/create_session").is_empty());
+    assert_eq!(
+        m.requests("/api/v1/create_sampling_session")[0].body,
+        json!({"type":"create_sampling_session","session_id":"theirs","sampling_session_seq_id":3,"base_model":"Qwen/Qwen3-8B"})
+    );
+
+    // No session given: one is created, and is this client's.
+    let o = open(
+        &e,
+        OpenTarget::Create(ModelRef::ModelPath("tinker://w/2")),
+        None,
+        0,
+        &bases,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (o.session_id.as_deref(), o.created_session),
+        (Some("new-1"), true)
+    );
+    assert_eq!(m.requests("/api/v1/create_session").len(), 1);
+    assert_eq!(
+        m.requests("/api/v1/create_sampling_session")[1].body["session_id"],
+        json!("new-1")
+    );
+
+    // An existing sampling session: nothing created, only the flags read.
+    let o = open(
+        &e,
+        OpenTarget::Existing("ss-given"),
+        Some("theirs"),
+        0,
+        &bases,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.sampling_session_id, "ss-given");
+    // A clone of it: a drawn seq_id range, not the original's.
+    assert!(o.first_seq_id >= tinkex_core::seq_base::CLONE_STRIDE);
+    assert_eq!(
+        (o.session_id.as_deref(), o.created_session),
+        (Some("theirs"), false)
+    );
+    assert_eq!(m.requests("/api/v1/create_session").len(), 1);
+    assert_eq!(m.requests("/api/v1/create_sampling_session").len(), 2);
+    assert_eq!(m.requests("/api/v1/client/config").len(), 3);
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ mod names {
         message,
         request_id,
         retryable = "retryable?",
+        retry_after_ms,
     }
 }
 
@@ -68,6 +69,7 @@ pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     let category = e.category.map_or(nil, |c| category_atom(c).encode(env));
     let status = e.status.map_or(nil, |s| s.encode(env));
     let request_id = e.request_id.as_deref().map_or(nil, |r| r.encode(env));
+    let retry_after_ms = e.retry_after_ms.map_or(nil, |ms| ms.encode(env));
     let keys = [
         names::struct_key().encode(env),
         names::exception_key().encode(env),
@@ -77,6 +79,7 @@ pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
         names::message().encode(env),
         names::request_id().encode(env),
         names::retryable().encode(env),
+        names::retry_after_ms().encode(env),
     ];
     let values = [
         names::module().encode(env),
@@ -87,6 +90,7 @@ pub fn encode<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
         e.message.encode(env),
         request_id,
         e.retryable.encode(env),
+        retry_after_ms,
     ];
     // Distinct atom keys: building the map cannot fail.
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or(nil)

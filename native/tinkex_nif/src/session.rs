@@ -6,8 +6,8 @@ use std::time::Duration;
 use rustler::{Atom, Env, NifMap, NifTaggedEnum, NifUnitEnum, Term};
 use tinkex_core::dynamic_config::{self, DynamicConfig};
 use tinkex_core::http::Endpoint;
-use tinkex_core::seq_base::{Role, SeqBases};
-use tinkex_core::session::{self, ModelRef};
+use tinkex_core::seq_base::SeqBases;
+use tinkex_core::session::{self, ModelRef, OpenTarget};
 use tinkex_core::wire::{FinishReason, ServerFlags};
 
 use crate::atoms;
@@ -83,7 +83,7 @@ impl From<&DynamicArg> for DynamicConfig {
 struct Opened {
     session_id: Option<String>,
     /// True when this set-up created `session_id`: only then does the
-    /// client end the session when it stops.
+    /// client heartbeat it, and end it when it stops.
     created_session: bool,
     sampling_session_id: String,
     /// The client's first seq_id (`tinkex_core::seq_base`).
@@ -99,15 +99,17 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
 }
 
 /// Reads the server flags and dynamic config and, unless given an existing
-/// sampling session, creates a session and a sampling session; then claims
-/// the client's seq_id base (joining the sampling session when a clone
-/// should). Answers `{:tinkex_session, ref, {:ok, %{session_id,
-/// created_session, sampling_session_id, first_seq_id, flags,
-/// dynamic_config}} | {:error, error}}` (an `:internal` error should the
-/// task panic); `{:error, message}` at once for a bad URL. The task is
-/// aborted if the caller dies: a client that gave up on its set-up stops
-/// retrying it. Dirty:
+/// sampling session, creates a sampling session numbered `seq_id` in
+/// `session_id` (`nil`: in a new session); then claims the client's seq_id
+/// base (joining the sampling session when a clone should):
+/// `tinkex_core::session::open`. Answers `{:tinkex_session, ref, {:ok,
+/// %{session_id, created_session, sampling_session_id, first_seq_id,
+/// flags, dynamic_config}} | {:error, error}}` (an `:internal` error
+/// should the task panic); `{:error, message}` at once for a bad URL. The
+/// task is aborted if the caller dies: a client that gave up on its set-up
+/// stops retrying it. Dirty:
 /// the first use of a base URL builds its TLS client (milliseconds).
+#[allow(clippy::too_many_arguments)]
 #[rustler::nif(schedule = "DirtyCpu")]
 fn session_open<'a>(
     env: Env<'a>,
@@ -116,6 +118,8 @@ fn session_open<'a>(
     version: String,
     limits: Term<'a>,
     model: Term<'a>,
+    session_id: Option<String>,
+    seq_id: u64,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
@@ -123,50 +127,30 @@ fn session_open<'a>(
         crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_for_caller(env, reply, atoms::tinkex_session(), async move {
-        open(&ep, model).await
-    });
-    Ok(atoms::ok())
-}
-
-async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core::error::Error> {
-    let flags = session::client_config(ep).await?;
-    let dynamic = dynamic_config::fetch(ep, &dynamic_config::initial_policy()).await?;
-    let model_ref = match &model {
-        SessionTarget::BaseModel(m) => ModelRef::BaseModel(m),
-        SessionTarget::ModelPath(p) => ModelRef::ModelPath(p),
-        SessionTarget::SamplingSessionId(id) => {
-            let base = SeqBases::global()
-                .claim_for(ep, id, Role::Clone, flags.sample_join_sampling_session)
-                .await?;
-            return Ok(Opened {
-                session_id: None,
-                created_session: false,
-                sampling_session_id: id.clone(),
-                first_seq_id: base.first_seq_id,
-                flags: Flags::from(&flags),
-                dynamic_config: dynamic.into(),
-            });
-        }
-    };
-    let session = session::create_session(ep, &[], None).await?;
-    let sampling_session_id =
-        session::create_sampling_session(ep, &session.session_id, model_ref, 0).await?;
-    let base = SeqBases::global()
-        .claim_for(
-            ep,
-            &sampling_session_id,
-            Role::Original,
-            flags.sample_join_sampling_session,
+        let target = match &model {
+            SessionTarget::BaseModel(m) => OpenTarget::Create(ModelRef::BaseModel(m)),
+            SessionTarget::ModelPath(p) => OpenTarget::Create(ModelRef::ModelPath(p)),
+            SessionTarget::SamplingSessionId(id) => OpenTarget::Existing(id),
+        };
+        let dynamic = dynamic_config::fetch(&ep, &dynamic_config::initial_policy()).await?;
+        let o = session::open(
+            &ep,
+            target,
+            session_id.as_deref(),
+            seq_id,
+            SeqBases::global(),
         )
         .await?;
-    Ok(Opened {
-        session_id: Some(session.session_id),
-        created_session: true,
-        sampling_session_id,
-        first_seq_id: base.first_seq_id,
-        flags: Flags::from(&flags),
-        dynamic_config: dynamic.into(),
-    })
+        Ok(Opened {
+            session_id: o.session_id,
+            created_session: o.created_session,
+            sampling_session_id: o.sampling_session_id,
+            first_seq_id: o.first_seq_id,
+            flags: Flags::from(&o.flags),
+            dynamic_config: dynamic.into(),
+        })
+    });
+    Ok(atoms::ok())
 }
 
 /// One heartbeat; answers `{:tinkex_heartbeat, ref, :ok | {:error, error}}`.

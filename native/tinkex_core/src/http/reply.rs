@@ -307,7 +307,8 @@ impl Reply {
         }
     }
 
-    /// The answer as an HTTP error: `Error code: <status> - <detail>`.
+    /// The answer as an HTTP error: `Error code: <status> - <detail>`,
+    /// with the server's [`Reply::retry_after`].
     pub fn to_error(&self) -> Error {
         let detail = self.detail();
         let msg = if detail.is_empty() {
@@ -315,7 +316,7 @@ impl Reply {
         } else {
             format!("Error code: {} - {detail}", self.code())
         };
-        Error::http(self.code(), msg)
+        Error::http(self.code(), msg).with_retry_after(self.retry_after())
     }
 }
 
@@ -439,5 +440,17 @@ mod tests {
         let e = reply(401, &[], r#"{"message":"bad key"}"#).to_error();
         assert_eq!(e.status, Some(401));
         assert!(e.message.ends_with("bad key"));
+        assert_eq!(e.retry_after_ms, None);
+    }
+
+    #[test]
+    fn error_carries_retry_after() {
+        let e = reply(503, &[("retry-after-ms", "250")], "").to_error();
+        assert_eq!(e.retry_after_ms, Some(250));
+        let e = reply(429, &[("retry-after", "2")], "").to_error();
+        assert_eq!(e.retry_after_ms, Some(2000));
+        // Outside (0, 60] s the server's value is not honoured, nor reported.
+        let e = reply(429, &[("retry-after", "600")], "").to_error();
+        assert_eq!(e.retry_after_ms, None);
     }
 }

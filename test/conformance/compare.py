@@ -463,6 +463,24 @@ def flatten(prefix: str, v, out: dict) -> None:
         out[prefix] = v
 
 
+CONFIG_READS = ("client/config ", "client/dynamic_config ")
+
+
+def config_reads_sorted(calls: list[str]) -> list[str]:
+    """The two config reads in one order: which goes first is not part of
+    the protocol (the SDK reads client/config first, this client
+    client/dynamic_config)."""
+    out = list(calls)
+    i = 0
+    while i < len(out):
+        j = i
+        while j < len(out) and out[j].startswith(CONFIG_READS):
+            j += 1
+        out[i:j] = sorted(out[i:j])
+        i = j + 1
+    return out
+
+
 def entry_outcome(e: dict):
     if e["outcome"] in ("rule", "error") or e["status"] not in (200, 0):
         return e["status"]
@@ -540,7 +558,7 @@ def view(sim, log: list[dict], raw: dict, case: dict, flags: dict) -> tuple[dict
                 out[f"{ep}[{k}].headers.{h}"] = "<present>" if h in PRESENCE_HEADERS else v
             times.setdefault(ep, []).append(e["t_us"] / 1e6)
     for i in range(n_steps):
-        out[f"step[{i}].calls"] = calls[i]
+        out[f"step[{i}].calls"] = config_reads_sorted(calls[i])
         out[f"step[{i}].op"] = "start" if i == 0 else case["steps"][i - 1]["op"]
     for ep in ("asample", "retrieve_future"):
         for k, (a, b) in enumerate(zip(times.get(ep, []), times.get(ep, [])[1:])):

@@ -17,7 +17,8 @@ defmodule TinkexNative.RetryConfigTest do
     assert {:ok, %{base_delay_ms: 250}} = RetryConfig.new(%{base_delay_ms: 250})
     assert {:ok, %{base_delay_ms: 250}} = RetryConfig.new(base_delay_ms: 250.0)
     assert {:ok, %{max_connections: nil}} = RetryConfig.new(%RetryConfig{max_connections: nil})
-    assert {:ok, %{jitter_pct: 0.0}} = RetryConfig.new(jitter_pct: 0)
+    assert {:ok, %{jitter_pct: jitter}} = RetryConfig.new(jitter_pct: 0)
+    assert jitter === 0.0
     assert {:ok, %{jitter_pct: 1.0}} = RetryConfig.new(jitter_pct: 1)
   end
 

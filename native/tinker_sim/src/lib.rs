@@ -30,6 +30,7 @@ pub mod future;
 pub mod http;
 pub mod log;
 pub mod matcher;
+pub mod outstanding;
 pub mod proto;
 pub mod queue;
 pub mod request;

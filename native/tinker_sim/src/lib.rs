@@ -115,6 +115,7 @@ impl SimHandle {
     pub fn stats(&self) -> Value {
         let mut v = self.state.stats.to_json();
         v["rules"] = self.state.settings().rules.stats();
+        self.state.outstanding.add_to(&mut v);
         v
     }
 

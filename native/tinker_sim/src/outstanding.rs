@@ -94,6 +94,14 @@ impl Outstanding {
         (inner.current, inner.max)
     }
 
+    /// Adds `futures_outstanding` and `max_futures_outstanding` to a
+    /// stats document.
+    pub fn add_to(&self, stats: &mut serde_json::Value) {
+        let (now, max) = self.snapshot();
+        stats["futures_outstanding"] = serde_json::json!(now);
+        stats["max_futures_outstanding"] = serde_json::json!(max);
+    }
+
     /// Forgets every future and the maximum.
     pub fn clear(&self) {
         *self.lock() = Inner::default();

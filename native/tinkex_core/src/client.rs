@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::cluster::{run_leased, Budget, WITHDRAW_TIMEOUT};
 use crate::error::Error;
 use crate::handler::{Events, Handler};
 use crate::sampling::{run_attempt, LogLevel, SampleContext, SampleOutput, SampleSpec};
@@ -19,6 +20,9 @@ pub struct SamplingClient {
     handler: Arc<Handler>,
     /// Next `seq_id`; one per attempt, from 0, as the Python SDK does.
     next_seq: AtomicU64,
+    /// This node's share of the cluster budget of the key, when the client
+    /// takes part in one: each attempt also holds a permit of it.
+    budget: Option<Arc<Budget>>,
 }
 
 /// What a finished sample reports besides its result.
@@ -35,7 +39,15 @@ impl SamplingClient {
             ctx: Arc::new(ctx),
             handler,
             next_seq: AtomicU64::new(0),
+            budget: None,
         }
+    }
+
+    /// Runs every attempt under a permit of `budget` too (see
+    /// [`crate::cluster::run_leased`]).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> SamplingClient {
+        self.budget = Some(budget);
+        self
     }
 
     /// The shared context (limiter, observer, dispatch limits).
@@ -68,13 +80,20 @@ impl SamplingClient {
         // semaphore stay small.
         let result = Box::pin(self.handler.execute_with(&permit, events, |_retry| {
             attempts += 1;
-            let seq_id = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            run_attempt(&self.ctx, spec, seq_id)
+            self.attempt(spec)
         }))
         .await;
         drop(permit);
         self.log_progress();
         (result, SampleMeta { attempts })
+    }
+
+    async fn attempt(&self, spec: &SampleSpec) -> Result<SampleOutput, Error> {
+        let next_seq = || self.next_seq.fetch_add(1, Ordering::Relaxed);
+        match &self.budget {
+            None => run_attempt(&self.ctx, spec, next_seq()).await,
+            Some(b) => run_leased(&self.ctx, spec, b, next_seq, WITHDRAW_TIMEOUT).await,
+        }
     }
 
     /// The handler's progress line, at debug level, when one is due.

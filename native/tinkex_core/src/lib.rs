@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod classify;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod handler;

@@ -31,7 +31,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 mod probe;
+mod remote;
 pub use probe::Probe;
+pub use remote::{LimiterEvent, Listener, ProbeState};
 
 /// How long before the deadline [`RateLimiter::wait_then`] hands its
 /// wait to the precise timer thread. Generous: a tokio worker that is
@@ -59,6 +61,10 @@ pub struct RateLimiter {
     tripped: AtomicBool,
     /// A probe request is in flight.
     probing: AtomicBool,
+    /// Another node of the cluster probes for everyone (see `remote.rs`).
+    remote_probe: AtomicBool,
+    /// Told about local backoffs and passed probes (the cluster layer).
+    listener: remote::ListenerSlot,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
@@ -94,6 +100,8 @@ impl RateLimiter {
             changed: Notify::new(),
             tripped: AtomicBool::new(false),
             probing: AtomicBool::new(false),
+            remote_probe: AtomicBool::new(false),
+            listener: remote::ListenerSlot::default(),
         }
     }
 
@@ -128,6 +136,16 @@ impl RateLimiter {
     /// Backs off for `d` from now, unless a later deadline is already set
     /// (a backoff is never shortened). Returns the deadline in force.
     pub fn set_backoff(&self, d: Duration) -> Instant {
+        let (deadline, moved) = self.extend(d);
+        if moved {
+            self.emit(LimiterEvent::Backoff(d));
+        }
+        deadline
+    }
+
+    /// [`RateLimiter::set_backoff`] without telling the listener; `true`
+    /// when the deadline moved.
+    fn extend(&self, d: Duration) -> (Instant, bool) {
         self.tripped.store(true, Ordering::Release);
         let wanted = self
             .now_us()
@@ -135,7 +153,7 @@ impl RateLimiter {
         let mut current = self.deadline_us.load(Ordering::Acquire);
         loop {
             if current != NONE && current >= wanted {
-                return self.instant_of(current);
+                return (self.instant_of(current), false);
             }
             match self.deadline_us.compare_exchange_weak(
                 current,
@@ -143,7 +161,7 @@ impl RateLimiter {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return self.instant_of(wanted),
+                Ok(_) => return (self.instant_of(wanted), true),
                 Err(actual) => current = actual,
             }
         }

@@ -19,6 +19,7 @@ impl Probe<'_> {
     /// The probe got through: the backoff is over for everyone.
     pub fn passed(self) {
         self.limiter.tripped.store(false, Ordering::Release);
+        self.limiter.emit(super::LimiterEvent::ProbePassed);
         // Drop releases `probing` and wakes the waiters.
     }
 }
@@ -54,10 +55,12 @@ impl RateLimiter {
             if !self.tripped.load(Ordering::Acquire) {
                 return None;
             }
-            if self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            // While another node probes for the cluster, nobody here does.
+            if !self.remote_probe.load(Ordering::Acquire)
+                && self
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
                 return Some(Probe { limiter: self });
             }

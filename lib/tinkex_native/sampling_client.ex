@@ -60,7 +60,7 @@ defmodule TinkexNative.SamplingClient do
   defmodule Handle do
     @moduledoc false
     # What a client publishes for the hot path.
-    defstruct [:client, :handler, :sampling_session_id, :session_id, :config, :tokens]
+    defstruct [:client, :handler, :sampling_session_id, :session_id, :config, :tokens, :base_url]
 
     defimpl Inspect do
       def inspect(h, _opts), do: "#TinkexNative.SamplingClient.Handle<#{h.sampling_session_id}>"
@@ -199,13 +199,17 @@ defmodule TinkexNative.SamplingClient do
   defp queue_state(_), do: :unknown
 
   @doc """
-  The sampling session id and (when this client created it) the session
-  id.
+  The sampling session id, (when this client created it) the session
+  id, and the base URL.
   """
-  @spec session(client()) :: %{sampling_session_id: String.t(), session_id: String.t() | nil}
+  @spec session(client()) :: %{
+          sampling_session_id: String.t(),
+          session_id: String.t() | nil,
+          base_url: String.t()
+        }
   def session(client) do
     h = handle!(client)
-    %{sampling_session_id: h.sampling_session_id, session_id: h.session_id}
+    %{sampling_session_id: h.sampling_session_id, session_id: h.session_id, base_url: h.base_url}
   end
 
   @doc """
@@ -297,6 +301,23 @@ defmodule TinkexNative.SamplingClient do
 
   @impl true
   def init(o) do
+    case join_cluster(o) do
+      {:ok, budget} -> open_session(Map.put(o, :budget, budget))
+      {:error, error} -> {:stop, {:tinkex, error}}
+    end
+  end
+
+  # Before the session: a `:cluster` option the cluster disagrees with
+  # fails the start without creating anything at the service.
+  defp join_cluster(%{cluster: false}), do: {:ok, nil}
+
+  defp join_cluster(o) do
+    with {:ok, %{budget: budget}} <-
+           TinkexNative.Cluster.join(o.base_url, o.api_key.(), o.cluster),
+         do: {:ok, budget}
+  end
+
+  defp open_session(o) do
     ref = make_ref()
 
     case Native.session_open(o.base_url, o.api_key.(), @version, o.model, ref) do
@@ -337,7 +358,8 @@ defmodule TinkexNative.SamplingClient do
       sampling_session_id: opened.sampling_session_id,
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
       timings: o.timings,
-      log_to: self()
+      log_to: self(),
+      budget: o.budget
     }
 
     case Native.client_new(native_opts, handler.resource) do
@@ -348,7 +370,8 @@ defmodule TinkexNative.SamplingClient do
           sampling_session_id: opened.sampling_session_id,
           session_id: opened.session_id,
           config: config,
-          tokens: o.tokens
+          tokens: o.tokens,
+          base_url: o.base_url
         }
 
         ClientTable.put(self(), handle)

@@ -18,7 +18,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :timings,
     :heartbeat_interval_ms,
     :init_timeout_ms,
-    :tokens
+    :tokens,
+    :cluster
   ]
   @timings [
     :submit_timeout,
@@ -54,6 +55,7 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, heartbeat} <- pos_int(opts, :heartbeat_interval_ms, 10_000),
          {:ok, init_timeout} <- pos_int(opts, :init_timeout_ms, 120_000),
          {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
+         {:ok, cluster} <- TinkexNative.Cluster.Options.validate(Keyword.get(opts, :cluster)),
          :ok <- name(opts[:name]) do
       {:ok,
        %{
@@ -65,6 +67,7 @@ defmodule TinkexNative.SamplingClient.Options do
          heartbeat_interval_ms: heartbeat,
          init_timeout_ms: init_timeout,
          tokens: tokens,
+         cluster: cluster,
          name: opts[:name]
        }}
     end

@@ -21,6 +21,7 @@ use tinkex_core::sampling::{
 use tinkex_core::wire::{Chunk, ModelInput, SamplingParams, Stop};
 
 use crate::atoms;
+use crate::cluster::BudgetRes;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
@@ -45,6 +46,8 @@ pub struct ClientOpts {
     dispatch_bytes: u64,
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
+    /// The node's share of the key's cluster budget (`cluster: [max_in_flight: n]`).
+    budget: Option<ResourceArc<BudgetRes>>,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
@@ -69,7 +72,10 @@ fn client_new<'a>(
             log_to(pid, level, msg)
         }));
     }
-    let client = SamplingClient::new(ctx, handler.0.clone());
+    let mut client = SamplingClient::new(ctx, handler.0.clone());
+    if let Some(b) = &opts.budget {
+        client = client.with_budget(b.0.clone());
+    }
     let client = ResourceArc::new(ClientRes(AssertUnwindSafe(Arc::new(client))));
     Ok((atoms::ok(), client))
 }

@@ -303,8 +303,9 @@ impl Budget {
     /// snapshot whenever the level changes or the lease expires (several
     /// changes close together make one report), and revokes the permits
     /// out at the end of an unrenewed lease even if nobody acquires.
-    /// Returns once the budget is closed or `report` returns `false`.
-    /// Waits at least `min_gap` between two reports.
+    /// Returns once the budget is closed, `report` returns `false`, or
+    /// nothing but this future holds the budget (checked at least every
+    /// second). Waits at least `min_gap` between two reports.
     pub async fn drive<F>(self: Arc<Self>, min_gap: Duration, mut report: F)
     where
         F: FnMut(Snapshot) -> bool,
@@ -315,7 +316,7 @@ impl Budget {
             wake.as_mut().enable();
             let (due, end) = {
                 let mut st = self.lock();
-                if st.closed {
+                if st.closed || Arc::strong_count(&self) == 1 {
                     return;
                 }
                 let was_expired = st.expired;
@@ -335,14 +336,11 @@ impl Budget {
                 tokio::time::sleep(min_gap).await;
                 continue;
             }
-            match end {
-                Some(end) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(end) => {}
-                        _ = &mut wake => {}
-                    }
-                }
-                None => wake.await,
+            let recheck = Instant::now() + Duration::from_secs(1);
+            let until = end.map_or(recheck, |e| e.min(recheck));
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = &mut wake => {}
             }
         }
     }

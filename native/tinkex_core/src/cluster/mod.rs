@@ -17,3 +17,23 @@ pub mod budget;
 
 pub use attempt::{run_leased, withdraw, WITHDRAW_TIMEOUT};
 pub use budget::{Budget, BudgetPermit, Level, Snapshot};
+
+use sha2::{Digest, Sha256};
+
+/// The name of `{base_url, api_key}` between the nodes of a cluster: a
+/// SHA-256 under a domain of its own, so the key itself never crosses (a
+/// trailing `/` of the URL does not make another name).
+///
+/// ```
+/// use tinkex_core::cluster::key_digest;
+/// assert_eq!(key_digest("http://a.test/", "tml-1"), key_digest("http://a.test", "tml-1"));
+/// assert_ne!(key_digest("http://a.test", "tml-1"), key_digest("http://a.test", "tml-2"));
+/// ```
+pub fn key_digest(base_url: &str, api_key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tinkex_native.cluster\0");
+    h.update(base_url.trim_end_matches('/').as_bytes());
+    h.update([0u8]);
+    h.update(api_key.as_bytes());
+    h.finalize().into()
+}

@@ -61,23 +61,34 @@ defmodule TinkexNative.Cluster do
   # with another config.
   @spec join(String.t(), String.t(), TinkexNative.Cluster.Options.t()) ::
           {:ok, %{budget: reference() | nil}} | {:error, ArgumentError.t()}
-  def join(base_url, api_key, config) do
-    key = Native.cluster_key(base_url, api_key)
-    limiter = Native.rate_limiter_for_key(base_url, api_key)
-    join_member(key, limiter, config, 3)
+  def join(base_url, api_key, config), do: ask(base_url, api_key, config, {:join, self(), config})
+
+  @doc false
+  # Whether a client of the key with `config` may join the cluster (asks
+  # the coordinator the first time): `:ok` or `{:error, %ArgumentError{}}`.
+  @spec check(String.t(), String.t(), TinkexNative.Cluster.Options.t()) ::
+          :ok | {:error, ArgumentError.t()}
+  def check(base_url, api_key, config) do
+    with {:ok, _} <- ask(base_url, api_key, config, {:join, nil, config}), do: :ok
   end
 
-  defp join_member(key, limiter, config, tries) do
+  defp ask(base_url, api_key, config, msg) do
+    key = Native.cluster_key(base_url, api_key)
+    limiter = Native.rate_limiter_for_key(base_url, api_key)
+    ask_member(key, limiter, config, msg, 3)
+  end
+
+  defp ask_member(key, limiter, config, msg, tries) do
     pid =
       case Registry.lookup(TinkexNative.Cluster.Registry, key) do
         [{pid, _}] -> pid
         [] -> start_member(key, limiter, config)
       end
 
-    GenServer.call(pid, {:join, self(), config}, @join_timeout)
+    GenServer.call(pid, msg, @join_timeout)
   catch
     # The member was stopping (its last client had just left): a new one.
-    :exit, _ when tries > 1 -> join_member(key, limiter, config, tries - 1)
+    :exit, _ when tries > 1 -> ask_member(key, limiter, config, msg, tries - 1)
   end
 
   defp start_member(key, limiter, config) do
@@ -169,7 +180,7 @@ defmodule TinkexNative.Cluster do
   """
   @spec session_opts(TinkexNative.SamplingClient.client()) :: keyword()
   def session_opts(client) do
-    %{sampling_session_id: id, base_url: url} = TinkexNative.SamplingClient.session(client)
-    [base_url: url, sampling_session_id: id]
+    %{sampling_session_id: id} = TinkexNative.SamplingClient.session(client)
+    [base_url: TinkexNative.SamplingClient.base_url(client), sampling_session_id: id]
   end
 end

@@ -19,12 +19,22 @@ defmodule TinkexNative.SamplingClient do
     * `:api_key` - default `TINKER_API_KEY`. Never logged or inspected.
     * one of `:sampling_session_id` (an existing sampling session),
       `:base_model` or `:model_path` (`"tinker://..."`; these create a
-      session and a sampling session).
+      session and a sampling session). A client of an existing sampling
+      session numbers its `seq_id`s as a clone does, from the server's
+      `join_sampling_session` counter when the server offers it, else
+      from a random multiple of 10^9, so it never collides with the
+      session's other clients (e.g. on other nodes, see
+      `TinkexNative.Cluster.session_opts/1`).
     * `:retry_config` - a `%TinkexNative.RetryConfig{}` or its options. When
       given, it wins over the server's `client/config` flags; when not,
       the server's `sample_max_concurrent_requests`,
       `sample_enable_stuck_detection` and `sample_no_retries` complete the
       defaults.
+    * `:cluster` - `false` (default), `true` (share the 429 backoff of
+      `{base_url, api_key}` with every connected node running a client of
+      it with `cluster:` set) or `[max_in_flight: n]` (also one budget of
+      `n` in-flight samples for the key across those nodes); see
+      `TinkexNative.Cluster`.
     * `:name` - a `GenServer` name.
     * `:tokens` - `:list` (default) or `:binary` (little-endian int32)
       for result token arrays; a per-call option too.
@@ -85,7 +95,8 @@ defmodule TinkexNative.SamplingClient do
   """
   @spec start_link(keyword()) :: GenServer.on_start() | {:error, ArgumentError.t() | Error.t()}
   def start_link(opts) do
-    with {:ok, o} <- Options.validate(opts) do
+    with {:ok, o} <- Options.validate(opts),
+         :ok <- check_cluster(o) do
       key = o.api_key
       init = %{o | api_key: fn -> key end}
       gen_opts = if o.name, do: [name: o.name], else: []
@@ -199,18 +210,19 @@ defmodule TinkexNative.SamplingClient do
   defp queue_state(_), do: :unknown
 
   @doc """
-  The sampling session id, (when this client created it) the session
-  id, and the base URL.
+  The sampling session id and (when this client created it) the session
+  id.
   """
-  @spec session(client()) :: %{
-          sampling_session_id: String.t(),
-          session_id: String.t() | nil,
-          base_url: String.t()
-        }
+  @spec session(client()) :: %{sampling_session_id: String.t(), session_id: String.t() | nil}
   def session(client) do
     h = handle!(client)
-    %{sampling_session_id: h.sampling_session_id, session_id: h.session_id, base_url: h.base_url}
+    %{sampling_session_id: h.sampling_session_id, session_id: h.session_id}
   end
+
+  @doc false
+  # The service, for `TinkexNative.Cluster.session_opts/1`.
+  @spec base_url(client()) :: String.t()
+  def base_url(client), do: handle!(client).base_url
 
   @doc """
   The retry config in force (the explicit one, or the defaults completed
@@ -307,8 +319,11 @@ defmodule TinkexNative.SamplingClient do
     end
   end
 
-  # Before the session: a `:cluster` option the cluster disagrees with
-  # fails the start without creating anything at the service.
+  # Before the client process exists: a `:cluster` option the cluster
+  # disagrees with is an error of `start_link`, not an exit.
+  defp check_cluster(%{cluster: false}), do: :ok
+  defp check_cluster(o), do: TinkexNative.Cluster.check(o.base_url, o.api_key, o.cluster)
+
   defp join_cluster(%{cluster: false}), do: {:ok, nil}
 
   defp join_cluster(o) do
@@ -359,7 +374,8 @@ defmodule TinkexNative.SamplingClient do
       dispatch_bytes: opened.flags.sample_dispatch_bytes_semaphore_size,
       timings: o.timings,
       log_to: self(),
-      budget: o.budget
+      budget: o.budget,
+      seq_base: opened.seq_base
     }
 
     case Native.client_new(native_opts, handler.resource) do

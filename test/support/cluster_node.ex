@@ -52,6 +52,16 @@ defmodule TinkexNative.Test.ClusterNode do
   def await_load(load, timeout \\ 120_000),
     do: GenServer.call(load, {:await, timeout}, timeout + 5_000)
 
+  @doc "Sets the shared backoff of `{base_url, api_key}` here, as a 429 would."
+  def set_backoff(base_url, api_key, ms) do
+    TinkexNative.RateLimiter.set_backoff(TinkexNative.RateLimiter.for_key(base_url, api_key), ms)
+  end
+
+  @doc "The backoff of `{base_url, api_key}` left here, in ms."
+  def backoff_left(base_url, api_key) do
+    TinkexNative.RateLimiter.remaining_ms(TinkexNative.RateLimiter.for_key(base_url, api_key))
+  end
+
   @impl true
   def init(nil) do
     Process.flag(:trap_exit, true)

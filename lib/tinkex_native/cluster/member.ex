@@ -23,6 +23,8 @@ defmodule TinkexNative.Cluster.Member do
 
   @scope TinkexNative.Cluster.PG
   @join_timeout 2_000
+  # A member that only answered checks (its client never came) stops.
+  @idle_ms 10_000
   # Least time between two reports nobody asked for.
   @report_gap_us 5_000
   # How long after its backoff's end a node that saw the 429 waits for a
@@ -88,11 +90,12 @@ defmodule TinkexNative.Cluster.Member do
   ## Clients
 
   @impl true
+  # `pid` nil: only a check of the config, for `start_link` before its
+  # client process exists.
   def handle_call({:join, pid, config}, from, s) do
     case Options.mismatch(config, s.config) do
       nil ->
-        Process.link(pid)
-        s = %{s | clients: MapSet.put(s.clients, pid)}
+        s = if pid, do: link_client(s, pid), else: idle_later(s)
 
         if s.checked,
           do: {:reply, {:ok, %{budget: s.budget}}, s},
@@ -118,6 +121,12 @@ defmodule TinkexNative.Cluster.Member do
       true ->
         {:stop, reason, s}
     end
+  end
+
+  def handle_info(:idle, s) do
+    if MapSet.size(s.clients) == 0 and s.pending == [],
+      do: {:stop, :normal, s},
+      else: {:noreply, s}
   end
 
   def handle_info(:join_timeout, %{checked: false} = s) do
@@ -287,9 +296,19 @@ defmodule TinkexNative.Cluster.Member do
 
   defp now, do: System.monotonic_time(:microsecond)
 
+  defp link_client(s, pid) do
+    Process.link(pid)
+    %{s | clients: MapSet.put(s.clients, pid)}
+  end
+
+  defp idle_later(s) do
+    Process.send_after(self(), :idle, @idle_ms)
+    s
+  end
+
   defp answer_joins(s, reply) do
     for {from, pid} <- s.pending do
-      if match?({:error, _}, reply), do: Process.unlink(pid)
+      if pid && match?({:error, _}, reply), do: Process.unlink(pid)
       GenServer.reply(from, reply)
     end
 

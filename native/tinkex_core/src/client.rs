@@ -43,6 +43,13 @@ impl SamplingClient {
         }
     }
 
+    /// Starts the `seq_id`s at `first` (a clone's base, see
+    /// [`crate::cluster::clone_seq_base`]) instead of 0.
+    pub fn with_first_seq_id(self, first: u64) -> SamplingClient {
+        self.next_seq.store(first, Ordering::Relaxed);
+        self
+    }
+
     /// Runs every attempt under a permit of `budget` too (see
     /// [`crate::cluster::run_leased`]).
     pub fn with_budget(mut self, budget: Arc<Budget>) -> SamplingClient {

@@ -48,6 +48,8 @@ pub struct ClientOpts {
     log_to: Option<LocalPid>,
     /// The node's share of the key's cluster budget (`cluster: [max_in_flight: n]`).
     budget: Option<ResourceArc<BudgetRes>>,
+    /// The first `seq_id` (a clone's base; 0 for the session's creator).
+    seq_base: u64,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
@@ -72,7 +74,7 @@ fn client_new<'a>(
             log_to(pid, level, msg)
         }));
     }
-    let mut client = SamplingClient::new(ctx, handler.0.clone());
+    let mut client = SamplingClient::new(ctx, handler.0.clone()).with_first_seq_id(opts.seq_base);
     if let Some(b) = &opts.budget {
         client = client.with_budget(b.0.clone());
     }

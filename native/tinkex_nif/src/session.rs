@@ -47,6 +47,9 @@ struct Opened {
     session_id: Option<String>,
     sampling_session_id: String,
     flags: Flags,
+    /// The first `seq_id`: 0 for a session created here, a clone's base
+    /// for an existing one.
+    seq_base: u64,
 }
 
 /// The endpoint, or `{:error, message}` for a bad URL or key.
@@ -101,11 +104,13 @@ async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core
         SessionTarget::BaseModel(m) => ModelRef::BaseModel(m),
         SessionTarget::ModelPath(p) => ModelRef::ModelPath(p),
         SessionTarget::SamplingSessionId(id) => {
+            let join = flags.sample_join_sampling_session;
             return Ok(Opened {
                 session_id: None,
                 sampling_session_id: id.clone(),
                 flags: Flags::from(&flags),
-            })
+                seq_base: tinkex_core::cluster::clone_seq_base(ep, id, join).await?,
+            });
         }
     };
     let session = session::create_session(ep, &[], None).await?;
@@ -115,6 +120,7 @@ async fn open(ep: &Endpoint, model: SessionTarget) -> Result<Opened, tinkex_core
         session_id: Some(session.session_id),
         sampling_session_id,
         flags: Flags::from(&flags),
+        seq_base: 0,
     })
 }
 

@@ -8,15 +8,19 @@
 //!   the lease is revoked, the request is withdrawn from the server (so
 //!   it no longer counts there) and the attempt starts over under a new
 //!   permit.
+//! - [`clone_seq_base`]: where the `seq_id`s of a client start when it
+//!   samples from a sampling session another node created.
 //!
 //! The coordination itself (leases, membership, the shared backoff's
 //! propagation) is plain OTP in the Elixir layer.
 
 mod attempt;
 pub mod budget;
+mod clone;
 
 pub use attempt::{run_leased, withdraw, WITHDRAW_TIMEOUT};
 pub use budget::{Budget, BudgetPermit, Level, Snapshot};
+pub use clone::{clone_seq_base, CLONE_STRIDE};
 
 use sha2::{Digest, Sha256};
 

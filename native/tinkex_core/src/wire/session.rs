@@ -22,6 +22,9 @@ pub struct ServerFlags {
     /// Session-wide `retrieve_futures` polling (default false; not
     /// implemented: per-request polling stays supported).
     pub sample_use_retrieve_futures: bool,
+    /// Clones of a sampling client ask `join_sampling_session` for their
+    /// `seq_id` base instead of drawing one (default false).
+    pub sample_join_sampling_session: bool,
 }
 
 impl Default for ServerFlags {
@@ -34,6 +37,7 @@ impl Default for ServerFlags {
             inflight_response_bytes_semaphore_size: 50 * 1024 * 1024,
             billing_exception_max_pause_duration_sec: 3600.0,
             sample_use_retrieve_futures: false,
+            sample_join_sampling_session: false,
         }
     }
 }

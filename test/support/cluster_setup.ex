@@ -59,9 +59,9 @@ defmodule TinkexNative.Test.ClusterSetup do
   @doc "`peer`'s own entry of the stats (nil while it has none)."
   def node_stats(ctx, peer), do: stats(ctx, peer).nodes[peer.node]
 
-  @doc "The peer whose node runs the coordinator."
-  def coordinator(ctx) do
-    node = stats(ctx, hd(ctx.peers)).coordinator
+  @doc "The peer whose node runs the coordinator, as `from` (default: the first peer) sees it."
+  def coordinator(ctx, from \\ nil) do
+    node = stats(ctx, from || hd(ctx.peers)).coordinator
     Enum.find(ctx.peers, &(&1.node == node))
   end
 

@@ -16,6 +16,11 @@ defmodule TinkexNative.Cluster.Coordinator do
   #   shrink, or until the lease's end plus a margin (clock drift, timer
   #   lateness, and the withdrawal of revoked requests) has passed: only
   #   then are they given to others;
+  # - two coordinators of one key (a netsplit that healed) are resolved by
+  #   `:global` (`resolve/3`) and, should its name tables not catch it,
+  #   here: each coordinator greets the key's `:pg` members registered
+  #   elsewhere, and the members tell the coordinator on the larger node
+  #   to stop;
   # - a new coordinator (after the old one's node died, or a netsplit)
   #   knows only the leases members report, so for one ttl plus the margin
   #   it renews and shrinks leases but grows none (the recovery). The
@@ -74,6 +79,7 @@ defmodule TinkexNative.Cluster.Coordinator do
           recovery_until: now + recovery_us(ttl_us),
           members: %{},
           fresh: true,
+          last_scan: now,
           view: MapSet.new(view),
           sent: 0,
           timer: nil
@@ -108,8 +114,9 @@ defmodule TinkexNative.Cluster.Coordinator do
   def handle_info({:renew, pid, report}, s) do
     case s.members do
       %{^pid => e} ->
-        s = put_in(s.members[pid], heard(e, report, now()))
-        {:noreply, rebalance(s, {pid, report.req})}
+        now = now()
+        s = put_in(s.members[pid], heard(e, report, now))
+        {:noreply, s |> greet_strangers(now) |> rebalance({pid, report.req})}
 
       _ ->
         {:noreply, tell(s, pid, {:reregister, self()})}
@@ -185,10 +192,12 @@ defmodule TinkexNative.Cluster.Coordinator do
      }, s}
   end
 
-  # A member arriving with a lease this coordinator did not grant: other
-  # members of that coordinator may hold leases not reported yet.
+  # A member arriving with a lease this coordinator did not grant (one
+  # from another coordinator, since it registered before: a netsplit that
+  # healed): other members of that coordinator may hold leases not
+  # reported yet.
   defp recover_on_foreign(s, pid, report) do
-    known? = Map.has_key?(s.members, pid)
+    known? = match?(%{^pid => %{seq: seq}} when seq == report.lease_seq, s.members)
     fresh? = report.lease_seq == 0 and report.view == []
     s = %{s | fresh: s.fresh and fresh?}
 
@@ -214,15 +223,19 @@ defmodule TinkexNative.Cluster.Coordinator do
 
   defp end_fresh_recovery(s, _now), do: s
 
+  # A registration replaces what was known of the member: it holds what
+  # it reports (a lease of ours it had is superseded by anything it got
+  # since, e.g. from the other side of a netsplit).
   defp upsert(s, pid, node, report) do
     now = now()
 
     e =
       case s.members do
-        %{^pid => e} ->
+        %{^pid => %{seq: seq, alive: true} = e} when seq == report.lease_seq ->
           e
 
-        _ ->
+        members ->
+          with %{^pid => old} <- members, do: Process.demonitor(old.mon, [:flush])
           # A lease reported by a member that held it before (from an
           # earlier coordinator): trusted, and held until its end.
           held = if report.valid_us > 0, do: max(report.capacity, report.used), else: report.used
@@ -273,6 +286,28 @@ defmodule TinkexNative.Cluster.Coordinator do
 
   ## Leases
 
+  # Members of the key attached to another coordinator: told about this
+  # one (see the moduledoc), at most every ttl/4.
+  defp greet_strangers(s, now) do
+    if now - s.last_scan < div(s.ttl_us, 4) do
+      s
+    else
+      connected = [node() | Node.list()]
+
+      group =
+        :pg.get_members(
+          TinkexNative.Cluster.Member.scope(),
+          TinkexNative.Cluster.Member.group(s.key)
+        )
+
+      strangers =
+        for pid <- group, not Map.has_key?(s.members, pid), node(pid) in connected, do: pid
+
+      s = Enum.reduce(strangers, s, &tell(&2, &1, {:coordinator_hello, self()}))
+      %{s | last_scan: now}
+    end
+  end
+
   defp validity(s, now) do
     heard =
       Enum.reduce(s.members, %{}, fn {_, e}, acc ->
@@ -298,6 +333,7 @@ defmodule TinkexNative.Cluster.Coordinator do
     live = for {pid, e} <- s.members, e.alive, do: {pid, e.demand}
     targets = Allocation.targets(n, live)
     grow? = valid > 0 and now >= s.recovery_until
+
     free = n - Enum.sum(Enum.map(s.members, fn {_, e} -> e.holding end))
 
     {s, _free} =

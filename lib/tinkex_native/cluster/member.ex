@@ -169,6 +169,7 @@ defmodule TinkexNative.Cluster.Member do
       end
 
     Native.budget_set_lease(s.budget, capacity, remaining, seq)
+
     {:noreply, %{s | view: view, asked: Map.reject(s.asked, fn {r, _} -> r <= req end)}}
   end
 
@@ -179,10 +180,40 @@ defmodule TinkexNative.Cluster.Member do
 
   def handle_info({:reregister, coord}, %{coordinator: coord} = s), do: {:noreply, register(s)}
 
-  def handle_info({:DOWN, ref, :process, _pid, _reason}, %{coord_mon: ref} = s) do
+  # Another coordinator of the key (a netsplit healed and `:global` did
+  # not resolve it): the one on the smaller node stays, the other is told
+  # to stop (it waits out no recovery: the winner does).
+  def handle_info({:coordinator_hello, other}, s) do
+    cond do
+      other == s.coordinator ->
+        {:noreply, s}
+
+      s.coordinator == nil ->
+        {:noreply, attach(s, other)}
+
+      node(other) < node(s.coordinator) ->
+        send(s.coordinator, {:coordinator_conflict, other})
+        send(other, {:coordinator_conflict, s.coordinator})
+        Process.demonitor(s.coord_mon, [:flush])
+        {:noreply, attach(%{s | sent: s.sent + 2}, other)}
+
+      true ->
+        {:noreply, tell(s, other, {:coordinator_conflict, s.coordinator})}
+    end
+  end
+
+  def handle_info({:DOWN, ref, :process, _pid, reason}, %{coord_mon: ref} = s) do
     # Lost the coordinator (its node died, or a netsplit): elect another.
-    # The lease in force runs on until its end meanwhile.
-    {:noreply, elect(%{s | coordinator: nil, coord_mon: nil})}
+    # The lease in force runs on until its end meanwhile. A coordinator
+    # that was already gone may still be in `:global`'s table for a moment.
+    s = %{s | coordinator: nil, coord_mon: nil}
+
+    if reason == :noproc do
+      Process.send_after(self(), :elect, 10)
+      {:noreply, s}
+    else
+      {:noreply, elect(s)}
+    end
   end
 
   def handle_info(:renew, s) do
@@ -345,7 +376,7 @@ defmodule TinkexNative.Cluster.Member do
       end
 
     if is_pid(pid) do
-      register(%{s | coordinator: pid, coord_mon: Process.monitor(pid)})
+      attach(s, pid)
     else
       Process.send_after(self(), :elect, 10)
       s
@@ -365,6 +396,8 @@ defmodule TinkexNative.Cluster.Member do
         pid
     end
   end
+
+  defp attach(s, pid), do: register(%{s | coordinator: pid, coord_mon: Process.monitor(pid)})
 
   defp register(s) do
     {report, s} = report(s)

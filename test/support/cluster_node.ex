@@ -43,7 +43,8 @@ defmodule TinkexNative.Test.ClusterNode do
 
   @doc """
   Stops starting samples, waits for the outstanding ones (at most
-  `timeout`), and returns `%{done:, errors:, outstanding:, records:}`.
+  `timeout`), and returns `%{done:, errors:, outstanding:, records:,
+  seconds:}` (`seconds`: from the load's start to its last result).
   """
   def stop_load(load, timeout \\ 60_000),
     do: GenServer.call(load, {:stop, timeout}, timeout + 5_000)
@@ -104,7 +105,9 @@ defmodule TinkexNative.Test.ClusterNode do
         records: [],
         pending: %{},
         stopping: false,
-        waiters: []
+        waiters: [],
+        t0: System.monotonic_time(:microsecond),
+        t1: nil
       }
 
       {:ok, fill(s)}
@@ -151,7 +154,14 @@ defmodule TinkexNative.Test.ClusterNode do
             %{s | errors: [e | s.errors]}
         end
 
-      {:noreply, s |> fill() |> answer_waiters()}
+      s = fill(s)
+
+      s =
+        if finished?(s) and s.t1 == nil,
+          do: %{s | t1: System.monotonic_time(:microsecond)},
+          else: s
+
+      {:noreply, answer_waiters(s)}
     end
 
     def handle_info({:deadline, from}, s) do
@@ -203,7 +213,8 @@ defmodule TinkexNative.Test.ClusterNode do
         done: s.done,
         errors: Enum.reverse(s.errors),
         outstanding: map_size(s.pending),
-        records: Enum.reverse(s.records)
+        records: Enum.reverse(s.records),
+        seconds: ((s.t1 || System.monotonic_time(:microsecond)) - s.t0) / 1_000_000
       }
     end
   end

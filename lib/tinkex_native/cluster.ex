@@ -165,6 +165,34 @@ defmodule TinkexNative.Cluster do
   end
 
   @doc """
+  Tells the cluster that `node` is gone for good, so it no longer counts
+  towards the majority that the budget needs (see "Partitions" in
+  `docs/cluster.md`). Only needed when a crash leaves the surviving nodes
+  without a majority of the last membership, e.g. the node with the
+  smaller name of a 2-node cluster: the survivors then stop leasing the
+  budget until the node is back, or until this call. A node that stops
+  its clients normally leaves on its own. The node's lease, if any, still
+  runs out before its share is given to others. Returns `:ok`, or
+  `{:error, :no_coordinator}` when no coordinator of the key is reachable.
+
+  ## Examples
+
+      iex> TinkexNative.Cluster.forget_node("http://127.0.0.1:1", "tml-nobody-uses-this", :"gone@host")
+      {:error, :no_coordinator}
+  """
+  @spec forget_node(String.t(), String.t(), node()) :: :ok | {:error, :no_coordinator}
+  def forget_node(base_url, api_key, node) when is_atom(node) do
+    key = Native.cluster_key(base_url, api_key)
+
+    with pid when is_pid(pid) <- :global.whereis_name(Coordinator.name(key)),
+         :ok <- call(pid, {:forget, node}) do
+      :ok
+    else
+      _ -> {:error, :no_coordinator}
+    end
+  end
+
+  @doc """
   The options another node passes to `TinkexNative.SamplingClient.start_link/1`
   (with its own `:api_key` and `:cluster`) to sample from this client's
   sampling session: plain data, safe to send across. That client numbers

@@ -50,7 +50,6 @@ defmodule TinkexNative.ClusterBudgetTest do
   defp assert_bound(ctx) do
     stats = TinkerSim.stats(ctx.sim)
     max = stats["max_futures_outstanding"]
-    IO.puts("max outstanding #{max}")
     assert max <= @n, "the simulator saw #{max} outstanding samples (budget #{@n})"
     # ... and the budget was used, so the bound means something.
     assert max >= @n - 2, "only #{max} outstanding at most: the budget was never full"
@@ -112,7 +111,6 @@ defmodule TinkexNative.ClusterBudgetTest do
           "the share returning"
         )
 
-      IO.puts("share back after #{took} ms")
       assert took <= @ttl + 1_000, "the killed node's share took #{took} ms to return"
 
       # The survivors use it, and none of their samples failed or hung.
@@ -195,6 +193,46 @@ defmodule TinkexNative.ClusterBudgetTest do
     end
   end
 
+  test "2 nodes, the senior one killed: no majority left, so the other waits for forget_node/3" do
+    ctx = setup_cluster(peers: 2)
+    [senior, junior] = Enum.sort_by(ctx.peers, & &1.node)
+    runs = busy(ctx, ctx.peers)
+    ClusterSetup.await(fn -> leased(ctx, junior, ctx.peers) == @n end, 5_000, "full budget")
+    :ok = Peers.kill(senior)
+
+    # Crashed or cut off: the junior cannot tell, and alone is no majority.
+    ClusterSetup.await(
+      fn -> ClusterSetup.node_stats(ctx, junior).lease_expired end,
+      @ttl * 3,
+      "the junior's lease running out"
+    )
+
+    assert :ok =
+             Peers.rpc(junior, TinkexNative.Cluster, :forget_node, [
+               ctx.base_url,
+               ctx.key,
+               senior.node
+             ])
+
+    ClusterSetup.await(
+      fn -> leased(ctx, junior, [junior]) == @n end,
+      @ttl * 3,
+      "the junior taking the budget"
+    )
+
+    [{^junior, load}] = Enum.filter(runs, fn {p, _} -> p == junior end)
+    before = ClusterSetup.status(junior, load).done
+
+    ClusterSetup.await(
+      fn -> ClusterSetup.status(junior, load).done >= before + 20 end,
+      10_000,
+      "sampling"
+    )
+
+    ClusterSetup.stop_load!(junior, load)
+    assert TinkerSim.stats(ctx.sim)["max_futures_outstanding"] <= @n
+  end
+
   test "work-conserving: one busy node takes ≥ 27 of 30 within 1 s; three busy nodes ≥ 8 each" do
     ctx =
       ClusterSetup.start(
@@ -215,7 +253,6 @@ defmodule TinkexNative.ClusterBudgetTest do
         "a single busy node filling the budget"
       )
 
-    IO.puts("27 in flight after #{took} ms")
     assert took <= 1_000, "a single busy node took #{took} ms to reach 27 in flight"
 
     runs = [first, load.(b), load.(c)]

@@ -80,6 +80,7 @@ defmodule TinkexNative.Cluster.Coordinator do
           members: %{},
           fresh: true,
           last_scan: now,
+          forgotten: MapSet.new(),
           view: MapSet.new(view),
           sent: 0,
           timer: nil
@@ -137,7 +138,7 @@ defmodule TinkexNative.Cluster.Coordinator do
             put_in(s.members[pid], %{e | alive: false, holding: report.used, demand: 0})
           end
 
-        {:noreply, rebalance(s, nil)}
+        settle(rebalance(s, nil))
 
       _ ->
         {:noreply, s}
@@ -148,14 +149,14 @@ defmodule TinkexNative.Cluster.Coordinator do
     case s.members do
       %{^pid => e} ->
         s = put_in(s.members[pid], %{e | alive: false, demand: 0})
-        {:noreply, rebalance(s, nil)}
+        settle(rebalance(s, nil))
 
       _ ->
         {:noreply, s}
     end
   end
 
-  def handle_info(:tick, s), do: {:noreply, rebalance(%{s | timer: nil}, nil)}
+  def handle_info(:tick, s), do: settle(rebalance(%{s | timer: nil}, nil))
 
   def handle_info({:coordinator_conflict, other}, s) do
     if node(other) < node() do
@@ -169,7 +170,20 @@ defmodule TinkexNative.Cluster.Coordinator do
 
   def handle_info(_other, s), do: {:noreply, s}
 
+  # No member left, not even a lease still running out: the key is no
+  # longer used from here, and a coordinator elected later starts afresh.
+  defp settle(%{members: m} = s) when map_size(m) == 0, do: {:stop, :normal, s}
+  defp settle(s), do: {:noreply, s}
+
   @impl true
+  # An operator's word that `node` is gone for good: it stops voting (its
+  # lease, if any, still runs out before its share is reused), and the
+  # views members report do not bring it back until it registers again.
+  def handle_call({:forget, node}, _from, s) do
+    s = %{s | view: MapSet.delete(s.view, node), forgotten: MapSet.put(s.forgotten, node)}
+    {:reply, :ok, rebalance(s, nil)}
+  end
+
   def handle_call(:stats, _from, s) do
     now = now()
 
@@ -255,8 +269,11 @@ defmodule TinkexNative.Cluster.Coordinator do
           }
       end
 
-    view = s.view |> MapSet.union(MapSet.new(report.view)) |> MapSet.put(node)
-    %{s | members: Map.put(s.members, pid, heard(e, report, now)), view: view}
+    forgotten = MapSet.delete(s.forgotten, node)
+    reported = report.view |> MapSet.new() |> MapSet.difference(forgotten)
+    view = s.view |> MapSet.union(reported) |> MapSet.put(node)
+    members = Map.put(s.members, pid, heard(e, report, now))
+    %{s | members: members, view: view, forgotten: forgotten}
   end
 
   # A member's report: its demand, and (when it acknowledges our latest

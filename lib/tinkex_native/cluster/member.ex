@@ -47,6 +47,9 @@ defmodule TinkexNative.Cluster.Member do
   @impl true
   def init(%{key: key, limiter: limiter, config: config}) do
     Process.flag(:trap_exit, true)
+    # Little work, all of it urgent (a backoff must reach the other nodes
+    # within milliseconds): ahead of the node's sampling processes.
+    Process.flag(:priority, :high)
     :ok = :pg.join(@scope, group(key), self())
     :ok = :net_kernel.monitor_nodes(true)
     Native.limiter_watch(limiter, self())

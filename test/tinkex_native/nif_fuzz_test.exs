@@ -187,7 +187,9 @@ defmodule TinkexNative.NifFuzzTest do
           sampling_session_id: "fuzz",
           dispatch_bytes: 1_000_000,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
-          log_to: nil
+          log_to: nil,
+          budget: nil,
+          seq_base: 0
         },
         quick.resource
       )
@@ -332,7 +334,9 @@ defmodule TinkexNative.NifFuzzTest do
         sampling_session_id: "fuzz",
         dispatch_bytes: 1_000,
         timings: [],
-        log_to: nil
+        log_to: nil,
+        budget: nil,
+        seq_base: 0
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
@@ -341,7 +345,9 @@ defmodule TinkexNative.NifFuzzTest do
         sampling_session_id: ["", "x/y"],
         dispatch_bytes: [0, 2 ** 64 - 1, -1],
         timings: [[{"poll_timeout", 5}], [{"bogus", 1}], [{"submit_total", 2 ** 64}], [1]],
-        log_to: [self(), ctx.dead_pid, :self]
+        log_to: [self(), ctx.dead_pid, :self],
+        budget: [:not_a_budget, make_ref()],
+        seq_base: [-1, 2 ** 64, 1.5]
       }
     )
   end

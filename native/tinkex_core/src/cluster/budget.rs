@@ -22,7 +22,7 @@
 //! use std::time::Duration;
 //! use tinkex_core::cluster::Budget;
 //!
-//! let budget = Budget::new();
+//! let budget = std::sync::Arc::new(Budget::new());
 //! budget.set_lease(2, Duration::from_secs(5), 1);
 //! let a = budget.acquire().await;
 //! let _b = budget.acquire().await;

@@ -4,11 +4,7 @@ defmodule TinkexNative.Cluster.Member do
   # key on the node (they are linked to it: if it dies, they do). It:
   #
   # - is in the key's `:pg` group, so the other nodes' members find it;
-  # - relays the shared 429 backoff: a local 429 (a native message) goes
-  #   to every other member as remaining µs; one from another node is
-  #   applied natively, never shortening, with the probe after it
-  #   deferred to one node of the cluster (the smallest node name among
-  #   those that saw a 429 here);
+  # - relays the shared 429 backoff (`Member.Backoff`);
   # - with a budget (`max_in_flight`), holds the node's native budget and
   #   its lease: registers with the key's coordinator (electing one when
   #   there is none), renews every ttl/4, and reports level changes of the
@@ -19,6 +15,7 @@ defmodule TinkexNative.Cluster.Member do
   require Logger
 
   alias TinkexNative.Cluster.{Coordinator, Options}
+  alias TinkexNative.Cluster.Member.Backoff
   alias TinkexNative.Native
 
   @scope TinkexNative.Cluster.PG
@@ -27,12 +24,6 @@ defmodule TinkexNative.Cluster.Member do
   @idle_ms 10_000
   # Least time between two reports nobody asked for.
   @report_gap_us 5_000
-  # How long after its backoff's end a node that saw the 429 waits for a
-  # local request to probe before it lets the others probe.
-  @idle_check_ms 50
-  # How long after the end of a backoff a node waits for another node's
-  # probe before it probes itself.
-  @probe_fallback_ms 2_000
 
   @doc false
   def scope, do: @scope
@@ -76,7 +67,7 @@ defmodule TinkexNative.Cluster.Member do
       asked: %{},
       last_report: nil,
       report_timer: nil,
-      probe: %{origin?: false, defer_to: nil, idle_ref: nil, fallback_ref: nil},
+      probe: Backoff.idle(),
       sent: 0,
       backoffs_applied: 0,
       last_backoff_delay_us: nil,
@@ -236,81 +227,15 @@ defmodule TinkexNative.Cluster.Member do
 
   def handle_info(:report, s), do: {:noreply, renew(%{s | report_timer: nil})}
 
-  ## Shared backoff
+  ## Shared backoff (see `TinkexNative.Cluster.Member.Backoff`)
 
-  def handle_info({:tinkex_limiter, {:backoff, us}}, s) do
-    s = broadcast(s, {:cluster_backoff, self(), node(), us, System.os_time(:microsecond)})
-    ref = make_ref()
-    Process.send_after(self(), {:probe_idle_check, ref}, div(us, 1000) + @idle_check_ms)
-    {:noreply, put_probe(s, origin?: true, idle_ref: ref)}
-  end
-
-  def handle_info({:tinkex_limiter, :probe_passed}, s) do
-    s = broadcast(s, {:cluster_probe_passed, self(), node()})
-    {:noreply, reset_probe(s)}
-  end
-
-  def handle_info({:cluster_backoff, _from, origin, us, sent_os_us}, s) do
-    delay = System.os_time(:microsecond) - sent_os_us
-    # The smallest node among those that saw a 429 probes; the rest wait.
-    defer? = not (s.probe.origin? and node() < origin)
-    remaining = Native.limiter_apply_remote(s.limiter, us, defer?)
-    s = %{s | backoffs_applied: s.backoffs_applied + 1, last_backoff_delay_us: delay}
-
-    if defer? do
-      ref = make_ref()
-
-      Process.send_after(
-        self(),
-        {:probe_fallback, ref},
-        div(remaining, 1000) + @probe_fallback_ms
-      )
-
-      defer_to = if s.probe.defer_to, do: min(s.probe.defer_to, origin), else: origin
-      {:noreply, put_probe(s, defer_to: defer_to, fallback_ref: ref)}
-    else
-      {:noreply, s}
-    end
-  end
-
-  def handle_info({:cluster_probe_passed, _from, _origin}, s) do
-    Native.limiter_release_remote(s.limiter)
-    {:noreply, reset_probe(s)}
-  end
-
-  def handle_info({:cluster_probe_yield, _from, origin}, s) do
-    if s.probe.defer_to == origin,
-      do: {:noreply, end_defer(s)},
-      else: {:noreply, s}
-  end
-
-  def handle_info({:probe_idle_check, ref}, %{probe: %{idle_ref: ref}} = s) do
-    ps = Native.limiter_probe_state(s.limiter)
-
-    cond do
-      ps.remaining_us > 0 ->
-        Process.send_after(
-          self(),
-          {:probe_idle_check, ref},
-          div(ps.remaining_us, 1000) + @idle_check_ms
-        )
-
-        {:noreply, s}
-
-      ps.tripped and not ps.probing and not ps.deferring ->
-        # Nothing here to probe with: let the others go.
-        s = broadcast(s, {:cluster_probe_yield, self(), node()})
-        {:noreply, put_probe(s, origin?: false, idle_ref: nil)}
-
-      true ->
-        {:noreply, s}
-    end
-  end
-
-  def handle_info({:probe_fallback, ref}, %{probe: %{fallback_ref: ref}} = s),
-    do: {:noreply, end_defer(s)}
-
-  def handle_info({:nodedown, n}, %{probe: %{defer_to: n}} = s), do: {:noreply, end_defer(s)}
+  def handle_info({:tinkex_limiter, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:cluster_backoff, _, _, _, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:cluster_probe_passed, _, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:cluster_probe_yield, _, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:probe_idle_check, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:probe_fallback, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
+  def handle_info({:nodedown, _} = msg, s), do: {:noreply, Backoff.handle(msg, s)}
 
   def handle_info(_other, s), do: {:noreply, s}
 
@@ -463,21 +388,13 @@ defmodule TinkexNative.Cluster.Member do
     for pid <- :pg.get_members(@scope, group(s.key)), node(pid) != node(), do: pid
   end
 
-  defp broadcast(s, msg), do: Enum.reduce(peers(s), s, &tell(&2, &1, msg))
+  @doc false
+  def broadcast(s, msg), do: Enum.reduce(peers(s), s, &tell(&2, &1, msg))
 
-  defp tell(s, pid, msg) do
+  @doc false
+  def tell(s, pid, msg) do
     send(pid, msg)
     %{s | sent: s.sent + 1}
-  end
-
-  defp put_probe(s, kw), do: %{s | probe: Map.merge(s.probe, Map.new(kw))}
-
-  defp reset_probe(s),
-    do: %{s | probe: %{origin?: false, defer_to: nil, idle_ref: nil, fallback_ref: nil}}
-
-  defp end_defer(s) do
-    Native.limiter_end_defer(s.limiter)
-    put_probe(s, defer_to: nil, fallback_ref: nil)
   end
 
   defp stats(s) do

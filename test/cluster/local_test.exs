@@ -68,6 +68,39 @@ defmodule TinkexNative.ClusterLocalTest do
     end
   end
 
+  describe "a client of an existing sampling session (a clone)" do
+    test "numbers its seq_ids from the server's join counter, or from a random 10^9 base" do
+      sim =
+        TinkerSim.start(scenario: %{"client_config" => %{"sample_join_sampling_session" => true}})
+
+      on_exit(fn -> TinkerSim.stop(sim) end)
+      opts = [base_url: sim.base_url, api_key: "tml-clone", sampling_session_id: "s:sample:0"]
+      {:ok, first} = SamplingClient.start_link(opts)
+      {:ok, second} = SamplingClient.start_link(opts)
+      assert SamplingClient.stats(first).next_seq_id == 1_000_000_000
+      assert SamplingClient.stats(second).next_seq_id == 2_000_000_000
+
+      {:ok, _} =
+        TinkerSim.set_scenario(sim, %{
+          "client_config" => %{"sample_join_sampling_session" => false}
+        })
+
+      bases =
+        for _ <- 1..3 do
+          {:ok, c} = SamplingClient.start_link(opts)
+          SamplingClient.stats(c).next_seq_id
+        end
+
+      assert Enum.all?(bases, &(rem(&1, 1_000_000_000) == 0 and &1 >= 1_000_000_000))
+      assert length(Enum.uniq(bases)) == 3
+
+      {:ok, creator} =
+        SamplingClient.start_link(Keyword.delete(opts, :sampling_session_id) ++ [base_model: "m"])
+
+      assert SamplingClient.stats(creator).next_seq_id == 0
+    end
+  end
+
   describe "one node" do
     setup do
       sim = TinkerSim.start(latency_ms: "30..60")

@@ -13,4 +13,11 @@ end
 # `--only chaos`) runs the long one. See the top of test/chaos/chaos_test.exs.
 # The package build (test/package_test.exs) takes minutes: `.ci/run` and
 # `mix test --include package` run it.
-ExUnit.start(capture_log: true, exclude: [:package])
+# The cluster suite (test/cluster/, tagged :cluster) runs `:peer` nodes:
+# it needs epmd and a distributed test VM, so it runs only when asked,
+# `mix test --include cluster` (or `--only cluster`).
+ExUnit.start(capture_log: true, exclude: [:package, :cluster])
+
+if :cluster in Keyword.get(ExUnit.configuration(), :include, []) do
+  TinkexNative.Test.Peers.ensure_distributed()
+end

@@ -8,7 +8,8 @@ defmodule TinkexNative.Application do
     # the message, instead of surfacing later as `:nif_not_loaded`.
     with :ok <- native_loaded() do
       children = [
-        TinkexNative.ClientTable
+        TinkexNative.ClientTable,
+        TinkexNative.Cluster.Supervisor
       ]
 
       Supervisor.start_link(children, strategy: :one_for_one, name: TinkexNative.Supervisor)

@@ -112,4 +112,17 @@ defmodule TinkexNative.Native do
   def test_spawn_job(_panic_message, _ref), do: err()
   def test_rate_limiter_keys, do: err()
   def test_rate_limiter_timer_arms(_limiter), do: err()
+  # Cluster
+  def cluster_key(_base_url, _api_key), do: err()
+  def budget_new, do: err()
+  def budget_set_lease(_budget, _capacity, _valid_us, _seq), do: err()
+  def budget_snapshot(_budget), do: err()
+  def budget_watch(_budget, _pid), do: err()
+  def budget_close(_budget), do: err()
+  def limiter_watch(_limiter, _pid), do: err()
+  def limiter_unwatch(_limiter), do: err()
+  def limiter_apply_remote(_limiter, _us, _defer_probe), do: err()
+  def limiter_release_remote(_limiter), do: err()
+  def limiter_end_defer(_limiter), do: err()
+  def limiter_probe_state(_limiter), do: err()
 end

@@ -21,7 +21,9 @@ defmodule TinkexNative.SamplingClient do
       TLS certificates are always verified.
     * `:api_key` - default `TINKER_API_KEY`. Never logged or inspected.
     * one of `:sampling_session_id` (an existing sampling session: the
-      client is a clone, see "Clones"), `:base_model` or `:model_path`
+      client is a clone, see "Clones"; another node's sampling session
+      too, see `TinkexNative.Cluster.session_opts/1`), `:base_model` or
+      `:model_path`
       (`"tinker://..."`; these create a session and a sampling session).
     * `:session_id` - an existing session to create the sampling session
       in. Its owner keeps it alive and ends it: the client then creates no
@@ -42,6 +44,11 @@ defmodule TinkexNative.SamplingClient do
   (`complete_metadata`, or a `retrieve_futures` completion) are fetched
   within an in-flight budget of `inflight_response_bytes_semaphore_size`
   bytes (50 MiB by default).
+    * `:cluster` - `false` (default), `true` (share the 429 backoff of
+      `{base_url, api_key}` with every connected node running a client of
+      it with `cluster:` set) or `[max_in_flight: n]` (also one budget of
+      `n` in-flight samples for the key across those nodes); see
+      `TinkexNative.Cluster`.
     * `:name` - a `GenServer` name.
     * `:max_body_bytes` - the largest answer bodies read, in bytes:
       `[result: 268_435_456, control: 1_048_576]` (either key may be
@@ -169,7 +176,7 @@ defmodule TinkexNative.SamplingClient do
   defmodule Handle do
     @moduledoc false
     # What a client publishes for the hot path.
-    defstruct [:client, :handler, :sampling_session_id, :session_id, :config, :tokens]
+    defstruct [:client, :handler, :sampling_session_id, :session_id, :config, :tokens, :base_url]
 
     defimpl Inspect do
       def inspect(h, _opts), do: "#TinkexNative.SamplingClient.Handle<#{h.sampling_session_id}>"
@@ -197,7 +204,8 @@ defmodule TinkexNative.SamplingClient do
   """
   @spec start_link(keyword()) :: GenServer.on_start() | {:error, ArgumentError.t() | Error.t()}
   def start_link(opts) do
-    with {:ok, o} <- Options.validate(opts) do
+    with {:ok, o} <- Options.validate(opts),
+         :ok <- check_cluster(o) do
       key = o.api_key
       ref = make_ref()
       init = Map.merge(o, %{api_key: fn -> key end, starter: {self(), ref}})
@@ -446,6 +454,13 @@ defmodule TinkexNative.SamplingClient do
     end
   end
 
+  @doc false
+  # The service, for `TinkexNative.Cluster.session_opts/1`.
+  @spec base_url(client()) :: String.t() | {:error, Error.t()}
+  def base_url(client) do
+    with {:ok, h} <- handle(client), do: h.base_url
+  end
+
   @doc """
   The retry config in force (the explicit one, or the defaults completed
   by the server's flags), or `{:error, %TinkexNative.Error{type: :client_not_running}}`.
@@ -576,6 +591,27 @@ defmodule TinkexNative.SamplingClient do
     # Trapping exits makes a stop by the parent (a supervisor's shutdown,
     # the starter exiting) run terminate/2, which ends the session.
     Process.flag(:trap_exit, true)
+
+    case join_cluster(o) do
+      {:ok, budget} -> open_session(Map.put(o, :budget, budget))
+      {:error, error} -> refuse(o, error)
+    end
+  end
+
+  # Before the client process exists: a `:cluster` option the cluster
+  # disagrees with is an error of `start_link`, not an exit.
+  defp check_cluster(%{cluster: false}), do: :ok
+  defp check_cluster(o), do: TinkexNative.Cluster.check(o.base_url, o.api_key, o.cluster)
+
+  defp join_cluster(%{cluster: false}), do: {:ok, nil}
+
+  defp join_cluster(o) do
+    with {:ok, %{budget: budget}} <-
+           TinkexNative.Cluster.join(o.base_url, o.api_key.(), o.cluster),
+         do: {:ok, budget}
+  end
+
+  defp open_session(o) do
     ref = make_ref()
 
     case Native.session_open(
@@ -656,7 +692,8 @@ defmodule TinkexNative.SamplingClient do
       retrieve_futures: opened.flags.sample_use_retrieve_futures,
       timings: o.timings,
       log_to: self(),
-      dynamic_config: opened.dynamic_config
+      dynamic_config: opened.dynamic_config,
+      budget: o.budget
     }
 
     case Native.client_new(native_opts, handler.resource) do
@@ -667,7 +704,8 @@ defmodule TinkexNative.SamplingClient do
           sampling_session_id: opened.sampling_session_id,
           session_id: opened.session_id,
           config: config,
-          tokens: o.tokens
+          tokens: o.tokens,
+          base_url: o.base_url
         }
 
         ClientTable.put(self(), handle)

@@ -196,7 +196,8 @@ defmodule TinkexNative.NifFuzzTest do
           retrieve_futures: false,
           timings: [{"submit_total", 0}, {"submit_timeout", 100}],
           log_to: nil,
-          dynamic_config: dynamic_config()
+          dynamic_config: dynamic_config(),
+          budget: nil
         },
         quick.resource
       )
@@ -362,7 +363,8 @@ defmodule TinkexNative.NifFuzzTest do
         retrieve_futures: false,
         timings: [],
         log_to: nil,
-        dynamic_config: dynamic_config()
+        dynamic_config: dynamic_config(),
+        budget: nil
       },
       %{
         base_url: ["", "::", "http://[::1", "not a url", "a:b"],
@@ -381,7 +383,8 @@ defmodule TinkexNative.NifFuzzTest do
           nil,
           %{dynamic_config() | refresh_interval_sec: -1},
           %{dynamic_config() | sample_cancel_max_batch_size: 2 ** 64}
-        ]
+        ],
+        budget: [:not_a_budget, make_ref()]
       }
     )
   end

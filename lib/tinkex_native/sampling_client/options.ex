@@ -23,7 +23,8 @@ defmodule TinkexNative.SamplingClient.Options do
     :finish_timeout_ms,
     :tokens,
     :session_id,
-    :sampling_session_seq_id
+    :sampling_session_seq_id,
+    :cluster
   ]
   @timings [
     :submit_timeout,
@@ -75,6 +76,7 @@ defmodule TinkexNative.SamplingClient.Options do
          {:ok, async_setup} <- boolean(opts, :async_setup, false),
          {:ok, finish_timeout} <- pos_int(opts, :finish_timeout_ms, 2_000, 60_000),
          {:ok, tokens} <- tokens(Keyword.get(opts, :tokens, :list)),
+         {:ok, cluster} <- TinkexNative.Cluster.Options.validate(Keyword.get(opts, :cluster)),
          :ok <- name(opts[:name]) do
       {:ok,
        %{
@@ -91,6 +93,7 @@ defmodule TinkexNative.SamplingClient.Options do
          async_setup: async_setup,
          finish_timeout_ms: finish_timeout,
          tokens: tokens,
+         cluster: cluster,
          name: opts[:name]
        }}
     end

@@ -31,6 +31,7 @@ pub mod http;
 pub mod image;
 pub mod log;
 pub mod matcher;
+pub mod outstanding;
 pub mod padded;
 pub mod proto;
 pub mod queue;
@@ -116,6 +117,7 @@ impl SimHandle {
     pub fn stats(&self) -> Value {
         let mut v = self.state.stats.to_json();
         v["rules"] = self.state.settings().rules.stats();
+        self.state.outstanding.add_to(&mut v);
         v
     }
 

@@ -3,6 +3,7 @@
 use crate::config::SimConfig;
 use crate::future::FutureTable;
 use crate::log::Log;
+use crate::outstanding::Outstanding;
 use crate::queue::SessionQueue;
 use crate::scenario::Settings;
 use crate::stats::Stats;
@@ -46,6 +47,8 @@ pub struct SimState {
     pub next_session: AtomicU64,
     /// Counters.
     pub stats: Stats,
+    /// Futures still being worked on, and their maximum.
+    pub outstanding: Outstanding,
     /// The request log.
     pub log: Log,
 }
@@ -89,6 +92,7 @@ impl SimState {
             samplers: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             stats: Stats::default(),
+            outstanding: Outstanding::default(),
             log: Log::new(config.log_capacity, file),
         })
     }
@@ -152,6 +156,7 @@ impl SimState {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.stats.clear();
+        self.outstanding.clear();
         self.log.clear();
     }
 

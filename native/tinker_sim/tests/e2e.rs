@@ -472,3 +472,41 @@ async fn reset_clears_everything() {
     assert_eq!(s, 404);
     sim.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn outstanding_futures_count_until_ready_or_cancelled() {
+    let sim = Sim::default().await;
+    sim.scenario(json!({"latency_ms": 60_000})).await;
+    for seq in 0..4 {
+        sim.post_json("/api/v1/asample", sample_body(seq, 1)).await;
+    }
+    // A resend of the same seq_id is the same future: not counted twice.
+    sim.post_json("/api/v1/asample", sample_body(3, 1)).await;
+    let stats = sim.get("/_sim/stats").await;
+    assert_eq!(
+        (
+            &stats["futures_outstanding"],
+            &stats["max_futures_outstanding"]
+        ),
+        (&json!(4), &json!(4))
+    );
+    let (s, _) = sim
+        .post_json(
+            "/api/v1/cancel_future",
+            json!({"request_id": "req:sess:sample:0:1"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    sim.scenario(json!({"latency_ms": 0})).await;
+    sim.post_json("/api/v1/asample", sample_body(10, 1)).await;
+    let stats = sim.get("/_sim/stats").await;
+    assert_eq!(
+        (
+            &stats["futures_outstanding"],
+            &stats["max_futures_outstanding"]
+        ),
+        (&json!(3), &json!(4)),
+        "cancelled: gone; ready at once: never outstanding beside the others"
+    );
+    sim.handle.shutdown().await;
+}

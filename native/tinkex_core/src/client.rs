@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::cancel::{send_cancel, CancelAnnouncer};
+use crate::cluster::{run_leased, Budget, WITHDRAW_TIMEOUT};
 use crate::dynamic_config::{self, DynamicConfig, DynamicFlags};
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Events, Handler};
@@ -32,6 +33,9 @@ pub struct SamplingClient {
     next_seq: AtomicU64,
     /// The dynamic config refresh, stopped with the client.
     refresher: Mutex<Option<AbortHandle>>,
+    /// This node's share of the cluster budget of the key, when the client
+    /// takes part in one: each attempt also holds a permit of it.
+    budget: Option<Arc<Budget>>,
 }
 
 /// When a whole sample must be over — permit wait, every attempt, every
@@ -88,6 +92,7 @@ impl SamplingClient {
             handler,
             next_seq: AtomicU64::new(0),
             refresher: Mutex::new(None),
+            budget: None,
         }
     }
 
@@ -95,6 +100,13 @@ impl SamplingClient {
     /// [`crate::seq_base::SeqBases::claim_for`]) instead of 0.
     pub fn starting_at(self, first: u64) -> SamplingClient {
         self.next_seq.store(first, Ordering::Relaxed);
+        self
+    }
+
+    /// Runs every attempt under a permit of `budget` too (see
+    /// [`crate::cluster::run_leased`]).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> SamplingClient {
+        self.budget = Some(budget);
         self
     }
 
@@ -107,12 +119,15 @@ impl SamplingClient {
     /// - the drain of its cancel announcements, which ends once the
     ///   client and its last sample are gone and the queue is sent.
     ///
-    /// Its `seq_id`s start at `first_seq_id` (see [`Self::starting_at`]).
+    /// Its `seq_id`s start at `first_seq_id` (see [`Self::starting_at`]);
+    /// with a `budget`, every attempt also holds a permit of this node's
+    /// share of a cluster budget ([`Self::with_budget`]).
     pub fn start(
         ctx: SampleContext,
         handler: Arc<Handler>,
         initial: &DynamicConfig,
         first_seq_id: u64,
+        budget: Option<Arc<Budget>>,
     ) -> Arc<Self> {
         let flags = Arc::new(DynamicFlags::new(initial));
         let (announcer, drain) = CancelAnnouncer::new(flags.clone());
@@ -151,7 +166,10 @@ impl SamplingClient {
                 }
             },
         ));
-        let client = SamplingClient::new(ctx, handler).starting_at(first_seq_id);
+        let mut client = SamplingClient::new(ctx, handler).starting_at(first_seq_id);
+        if let Some(b) = budget {
+            client = client.with_budget(b);
+        }
         *client.refresher.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(refresher.abort_handle());
         Arc::new(client)
@@ -224,13 +242,20 @@ impl SamplingClient {
         // semaphore stay small.
         let result = Box::pin(self.handler.execute_with(&permit, events, |_retry| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            let seq_id = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            run_attempt_with(&self.ctx, spec, seq_id, events)
+            self.attempt(spec, events)
         }))
         .await;
         drop(permit);
         self.log_progress();
         result
+    }
+
+    async fn attempt(&self, spec: &SampleSpec, events: &dyn Events) -> Result<SampleOutput, Error> {
+        let next_seq = || self.next_seq.fetch_add(1, Ordering::Relaxed);
+        match &self.budget {
+            None => run_attempt_with(&self.ctx, spec, next_seq(), events).await,
+            Some(b) => run_leased(&self.ctx, spec, b, next_seq, events, WITHDRAW_TIMEOUT).await,
+        }
     }
 
     /// The handler's progress line, at debug level, when one is due.

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod cancel;
 pub mod classify;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod dynamic_config;
 pub mod error;

@@ -35,7 +35,7 @@ async fn client(ep: &Endpoint, timings: Timings) -> Arc<SamplingClient> {
         .with_timings(timings)
         .with_limiter(Arc::new(RateLimiter::new()));
     let handler = Arc::new(Handler::new("sess:sample:0", RetryConfig::default()));
-    SamplingClient::start(ctx, handler, &initial, 0)
+    SamplingClient::start(ctx, handler, &initial, 0, None)
 }
 
 fn spec() -> SampleSpec {

@@ -7,6 +7,7 @@
 
 mod atoms;
 mod backoff;
+mod cluster;
 mod config;
 mod error;
 mod handler;

@@ -20,6 +20,7 @@ use tinkex_core::sampling::{
 use tinkex_core::wire::{ModelInput, SamplingParams, Stop};
 
 use crate::atoms;
+use crate::cluster::BudgetRes;
 use crate::error;
 use crate::handler::HandlerRes;
 use crate::jobs::{start_job, Job, JobReply};
@@ -50,6 +51,8 @@ pub struct ClientOpts {
     timings: Vec<(String, u64)>,
     log_to: Option<LocalPid>,
     dynamic_config: DynamicArg,
+    /// The node's share of the key's cluster budget (`cluster: [max_in_flight: n]`).
+    budget: Option<ResourceArc<BudgetRes>>,
 }
 
 /// `{:ok, client}` or `{:error, message}`. Dirty: it may build the base
@@ -85,6 +88,7 @@ fn client_new<'a>(
             handler.0.clone(),
             &(&opts.dynamic_config).into(),
             opts.first_seq_id,
+            opts.budget.as_ref().map(|b| b.0.clone()),
         )
     };
     let client = ResourceArc::new(ClientRes(AssertUnwindSafe(client)));

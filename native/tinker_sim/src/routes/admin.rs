@@ -40,6 +40,7 @@ pub fn handle(
             let (entries, dropped) = sim.log.sizes();
             v["uptime_us"] = json!(sim.now_us());
             v["futures_stored"] = json!(sim.futures.len());
+            sim.outstanding.add_to(&mut v);
             v["stuck"] = json!(sim.is_stuck());
             v["rules"] = settings.rules.stats();
             v["log"] = json!({"entries": entries, "dropped": dropped, "enabled": settings.log});

@@ -104,6 +104,7 @@ pub async fn retrieve_future(call: &mut Call<'_>) -> Reply {
                 let newly = !std::mem::replace(&mut f.state().expired, true);
                 if newly {
                     sim.stats.bump(&sim.stats.futures_expired);
+                    sim.outstanding.settled(&f.request_id);
                 }
             }
             return r;
@@ -235,6 +236,7 @@ pub async fn cancel_future(call: &mut Call<'_>) -> Reply {
         let newly = !std::mem::replace(&mut f.state().cancelled, true);
         if newly {
             sim.stats.bump(&sim.stats.futures_cancelled);
+            sim.outstanding.settled(&f.request_id);
         }
     }
     Reply::ok(json!({"type": "cancel_future"}))

@@ -75,6 +75,10 @@ fn submit(call: &Call<'_>, spec: &SampleSpec) -> (Arc<FutureEntry>, bool) {
     });
     if !existed {
         sim.stats.bump(&sim.stats.futures_created);
+        sim.outstanding.created(
+            &future.request_id,
+            (!future.fate.stuck).then_some(future.ready_at),
+        );
         let create = settings
             .client_config
             .get("sample_use_retrieve_futures")

@@ -21,7 +21,7 @@
 //! assert_eq!(a.remaining(), Duration::ZERO);
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -32,8 +32,10 @@ use tokio::time::Instant;
 use crate::registry::WeakRegistry;
 
 mod probe;
+mod remote;
 mod wait;
 pub use probe::{Probe, DEFAULT_PROBE_TIMEOUT};
+pub use remote::{LimiterEvent, Listener, ProbeState};
 
 /// How long before the deadline [`RateLimiter::wait_then`] hands its
 /// wait to the precise timer thread. Generous: a tokio worker that is
@@ -69,6 +71,10 @@ pub struct RateLimiter {
     /// exact sleep (two timers: a coarse one and a precise one), not a
     /// polling loop.
     arms: AtomicU64,
+    /// Another node of the cluster probes for everyone (see `remote.rs`).
+    remote_probe: AtomicBool,
+    /// Told about local backoffs and passed probes (the cluster layer).
+    listener: remote::ListenerSlot,
 }
 
 /// The registry key: a SHA-256 of the base URL and the API key, so the key
@@ -105,6 +111,8 @@ impl RateLimiter {
             settled: AtomicU64::new(0),
             probe: Mutex::new(probe::Slot::default()),
             arms: AtomicU64::new(0),
+            remote_probe: AtomicBool::new(false),
+            listener: remote::ListenerSlot::default(),
         }
     }
 
@@ -149,13 +157,23 @@ impl RateLimiter {
     /// Backs off for `d` from now, unless a later deadline is already set
     /// (a backoff is never shortened). Returns the deadline in force.
     pub fn set_backoff(&self, d: Duration) -> Instant {
+        let (deadline, moved) = self.extend(d);
+        if moved {
+            self.emit(LimiterEvent::Backoff(d));
+        }
+        deadline
+    }
+
+    /// [`RateLimiter::set_backoff`] without telling the listener; `true`
+    /// when the deadline moved.
+    fn extend(&self, d: Duration) -> (Instant, bool) {
         let wanted = self
             .now_us()
             .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let mut current = self.deadline_us.load(Ordering::Acquire);
         let deadline = loop {
             if current != NONE && current >= wanted {
-                break current;
+                break (current, false);
             }
             match self.deadline_us.compare_exchange_weak(
                 current,
@@ -163,14 +181,14 @@ impl RateLimiter {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => break wanted,
+                Ok(_) => break (wanted, true),
                 Err(actual) => current = actual,
             }
         };
         // After the deadline: whoever sees this generation sees its
         // deadline too, so never probes ahead of it.
         self.trips.fetch_add(1, Ordering::AcqRel);
-        self.instant_of(deadline)
+        (self.instant_of(deadline.0), deadline.1)
     }
 
     /// Ends the backoff now and wakes every waiter.

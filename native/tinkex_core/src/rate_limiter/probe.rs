@@ -44,6 +44,7 @@ impl Probe<'_> {
     /// waiter probes again after that backoff.
     pub fn passed(self) {
         self.limiter.settled.fetch_max(self.trips, Ordering::AcqRel);
+        self.limiter.emit(super::LimiterEvent::ProbePassed);
         // Drop releases the slot and wakes the waiters.
     }
 }
@@ -97,6 +98,13 @@ impl RateLimiter {
             }
             if trips <= self.settled.load(Ordering::Acquire) {
                 return None;
+            }
+            // While another node probes for the whole cluster, nobody
+            // here does: the cluster layer ends that with `release_remote`
+            // (its probe passed), a new backoff, or `end_defer`.
+            if self.remote_probe.load(Ordering::Acquire) {
+                notified.await;
+                continue;
             }
             let now = Instant::now();
             let probe_ends = {

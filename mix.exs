@@ -81,7 +81,7 @@ defmodule TinkexNative.MixProject do
       preferred_cli_env: [ci: :test],
       description: description(),
       package: package(),
-      docs: [main: "readme", extras: ["README.md", "docs/protocol.md"]]
+      docs: [main: "readme", extras: ["README.md", "docs/protocol.md", "docs/cluster.md"]]
     ]
   end
 
@@ -104,6 +104,7 @@ defmodule TinkexNative.MixProject do
         "README.md",
         "LICENSE",
         "docs/protocol.md",
+        "docs/cluster.md",
         "Cargo.toml",
         "Cargo.lock",
         "native/tinkex_core/Cargo.toml",

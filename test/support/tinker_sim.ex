@@ -130,6 +130,18 @@ defmodule TinkexNative.Test.TinkerSim do
   end
 
   @doc """
+  Starts a `TinkexNative.SamplingClient` against `sim` and returns its pid:
+  `opts` over the defaults `base_url: sim.base_url`,
+  `api_key: "tml-tinker-sim-test"` and `base_model: "Qwen/Qwen3-8B"`.
+  """
+  @spec start_client!(t(), keyword()) :: pid()
+  def start_client!(sim, opts \\ []) do
+    defaults = [base_url: sim.base_url, api_key: @default_key, base_model: "Qwen/Qwen3-8B"]
+    {:ok, client} = TinkexNative.SamplingClient.start_link(Keyword.merge(defaults, opts))
+    client
+  end
+
+  @doc """
   Stops the simulator: closes its stdin, on which it exits.
   """
   @spec stop(t()) :: :ok

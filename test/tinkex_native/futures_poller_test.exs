@@ -21,15 +21,10 @@ defmodule TinkexNative.FuturesPollerTest do
   end
 
   defp start_client(sim, opts) do
-    defaults = [
-      base_url: sim.base_url,
-      api_key: "tml-futures-poller-test",
-      base_model: "Qwen/Qwen3-8B",
-      timings: @timings
-    ]
-
-    {:ok, client} = SamplingClient.start_link(Keyword.merge(defaults, opts))
-    client
+    TinkerSim.start_client!(
+      sim,
+      Keyword.merge([api_key: "tml-futures-poller-test", timings: @timings], opts)
+    )
   end
 
   defp prompt(n \\ 3), do: ModelInput.from_ints([11, 12, n])

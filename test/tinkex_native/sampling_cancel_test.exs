@@ -33,16 +33,13 @@ defmodule TinkexNative.SamplingCancelTest do
   end
 
   defp start_client(sim, opts \\ []) do
-    defaults = [
-      base_url: sim.base_url,
-      api_key: @key,
-      base_model: "Qwen/Qwen3-8B",
-      timings: @timings,
-      retry_config: [base_delay_ms: 5, max_delay_ms: 20]
-    ]
-
-    {:ok, client} = SamplingClient.start_link(Keyword.merge(defaults, opts))
-    client
+    TinkerSim.start_client!(
+      sim,
+      Keyword.merge(
+        [api_key: @key, timings: @timings, retry_config: [base_delay_ms: 5, max_delay_ms: 20]],
+        opts
+      )
+    )
   end
 
   # Samples are held while polling, and announced when abandoned.

@@ -575,7 +575,7 @@ defmodule TinkexNative.SamplingClientTest do
   # The clients this test process started that are still alive.
   defp my_clients do
     for p <- Process.list(),
-        match?({SamplingClient, :init, 1}, initial_call(p)),
+        match?({SamplingClient.Server, :init, 1}, initial_call(p)),
         match?({:dictionary, %{"$ancestors": [me | _]}} when me == self(), dictionary(p)),
         do: p
   end

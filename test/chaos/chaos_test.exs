@@ -1143,7 +1143,9 @@ defmodule TinkexNative.ChaosTest do
     # lost futures.
     assert Enum.any?(log2, &(&1["endpoint"] in ["asample", "retrieve_future"]))
 
-    assert SamplingClient.stats(client).retries > 0 or
+    # Something crossed the outage: a future of the first instance polled
+    # (and lost) at the second, a new attempt, or a resent submit.
+    assert lost > 0 or SamplingClient.stats(client).retries > 0 or
              Enum.any?(log2, &(&1["headers"]["x-stainless-retry-count"] not in [nil, "0"]))
 
     assert idle?(client)

@@ -7,6 +7,8 @@
 //! dynamic config and the announcer of cancelled samples. The NIF crate
 //! `tinkex_nif` only translates terms to and from these types.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cancel;
 pub mod classify;

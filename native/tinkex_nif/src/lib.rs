@@ -5,6 +5,8 @@
 //! microseconds, and anything that waits (permits, backoff, HTTP) runs on
 //! the one tokio runtime and answers with a message.
 
+#![warn(missing_docs)]
+
 mod atoms;
 mod backoff;
 mod cluster;

@@ -100,8 +100,9 @@ impl RateLimiter {
                 return None;
             }
             // While another node probes for the whole cluster, nobody
-            // here does: the cluster layer ends that with `release_remote`
-            // (its probe passed), a new backoff, or `end_defer`.
+            // here does, until the cluster layer says `release_remote`
+            // (that probe passed) or `end_defer` (the prober went away,
+            // has nothing to send, or stayed silent).
             if self.remote_probe.load(Ordering::Acquire) {
                 notified.await;
                 continue;

@@ -17,7 +17,7 @@ defmodule TinkexNative.Telemetry do
   | `[:tinkex_native, :retry_handler, :attempt_failed]` | `attempt`, `delay_ms` (`nil` when final), `elapsed_ms` | `handler`, `error`, `retry?`, `user_error?`, `severity` (`:warning` or `:error`) |
   | `[:tinkex_native, :retry_handler, :stuck]` | `progress_timeout_ms` | `handler` (the handler's name; for samples `"<sampling session id>@<base_url>"`); once per execution the watchdog fails |
   | `[:tinkex_native, :sample, :stop]` | `duration_ms`, `attempts` | `session`, `result` (`:ok` / `:error`), `error` |
-  | `[:tinkex_native, :rate_limiter, :backoff]` | `backoff_ms` (until the shared backoff in force ends) | `session`; each time a sample's 429 sets the shared backoff |
+  | `[:tinkex_native, :rate_limiter, :backoff]` | `backoff_ms` (until the shared backoff in force ends) | `session`, `base_url` (the limiter's; never the key); each time a sample's 429 sets the shared backoff |
 
   ## Examples
 

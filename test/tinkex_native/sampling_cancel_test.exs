@@ -442,13 +442,17 @@ defmodule TinkexNative.SamplingCancelTest do
       {:ok, task} = SamplingClient.sample(client, prompt(), params())
       assert {:ok, %SampleResponse{}} = Task.await(task, 5_000)
 
+      # Sampling session ids repeat across simulators: with the URL the
+      # event is this test's.
+      url = sim.base_url
+
       assert_receive {:tinkex_telemetry, [:tinkex_native, :rate_limiter, :backoff],
-                      %{backoff_ms: ms}, %{session: ^ssid}}
+                      %{backoff_ms: ms}, %{session: ^ssid, base_url: ^url}}
 
       assert ms in 100..150
 
       refute_receive {:tinkex_telemetry, [:tinkex_native, :rate_limiter, :backoff], _,
-                      %{session: ^ssid}},
+                      %{session: ^ssid, base_url: ^url}},
                      50
     end
   end

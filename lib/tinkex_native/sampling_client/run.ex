@@ -43,8 +43,11 @@ defmodule TinkexNative.SamplingClient.Run do
 
       {:tinkex_event, ^ref, {:backoff, measurements}} ->
         if events? do
+          # The limiter is the `{base_url, api_key}`'s: the URL names it
+          # (the key never goes into metadata).
           Telemetry.execute([:tinkex_native, :rate_limiter, :backoff], measurements, %{
-            session: handle.sampling_session_id
+            session: handle.sampling_session_id,
+            base_url: handle.base_url
           })
         end
 

@@ -98,6 +98,17 @@ pub fn endpoint(base_url: &str, api_key: &str, version: &str) -> rustler::NifRes
         .map_err(|e| rustler::Error::Term(Box::new(e.message)))
 }
 
+/// The endpoint of a session NIF, reading answers up to the `limits` map
+/// it was given.
+fn limited(
+    base_url: &str,
+    api_key: &str,
+    version: &str,
+    limits: Term<'_>,
+) -> rustler::NifResult<Endpoint> {
+    crate::limits::limited_endpoint(base_url, api_key, version, error::decode_arg(limits)?)
+}
+
 /// Reads the server flags and dynamic config and, unless given an existing
 /// sampling session, creates a sampling session numbered `seq_id` in
 /// `session_id` (`nil`: in a new session); then claims the client's seq_id
@@ -123,8 +134,7 @@ fn session_open<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let model: SessionTarget = error::decode_arg(model)?;
-    let ep =
-        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep = limited(&base_url, &api_key, &version, limits)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_for_caller(env, reply, atoms::tinkex_session(), async move {
         let target = match &model {
@@ -164,8 +174,7 @@ fn session_heartbeat<'a>(
     session_id: String,
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
-    let ep =
-        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep = limited(&base_url, &api_key, &version, limits)?;
     let reply = ReplyTo::new(env.pid(), reference);
     spawn_for_caller(env, reply, atoms::tinkex_heartbeat(), async move {
         session::heartbeat(&ep, &session_id).await
@@ -200,8 +209,7 @@ fn session_finish<'a>(
     reference: Term<'a>,
 ) -> rustler::NifResult<Atom> {
     let reason: FinishArg = error::decode_arg(reason)?;
-    let ep =
-        crate::limits::limited_endpoint(&base_url, &api_key, &version, error::decode_arg(limits)?)?;
+    let ep = limited(&base_url, &api_key, &version, limits)?;
     let reply = ReplyTo::new(env.pid(), reference);
     let reason = match reason {
         FinishArg::Success => FinishReason::Success,
